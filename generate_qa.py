@@ -1,0 +1,288 @@
+"""Question-answer pairs about kart frames, from their info files alone.
+
+The five question families of the original assignment, answered from the boxes, the kart
+names and the track of each view, so real SuperTuxKart recordings work as well as the kart
+world's. A question is asked only where a careful person could read its answer off the picture.
+
+    python generate_qa.py generate --split train
+    python generate_qa.py check --info_file data/valid/00000_info.json --view_index 0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import fire
+import numpy as np
+from tqdm import tqdm
+
+from worlds.kart import BOX_WIDTH, IMAGE_WIDTH, covered_fraction, find_ego
+
+# The question templates: the one place that spells them. Families in the original's order.
+FAMILIES = ("ego", "count", "track", "relative", "relative_count")
+TEMPLATES = {
+    "ego": "What kart is the ego car?",
+    "count": "How many karts are there in the scenario?",
+    "track": "What track is this?",
+    "left_right": "Is {kart} to the left or right of the ego car?",
+    "front_back": "Is {kart} in front of or behind the ego car?",
+    "where": "Where is {kart} relative to the ego car?",
+    "count_left": "How many karts are to the left of the ego car?",
+    "count_right": "How many karts are to the right of the ego car?",
+    "count_front": "How many karts are in front of the ego car?",
+    "count_back": "How many karts are behind the ego car?",
+}
+TEMPLATE_FAMILY = {
+    "ego": "ego", "count": "count", "track": "track",
+    "left_right": "relative", "front_back": "relative", "where": "relative",
+    "count_left": "relative_count", "count_right": "relative_count",
+    "count_front": "relative_count", "count_back": "relative_count",
+}
+_TEMPLATE_PATTERNS = {t: re.compile("^" + re.escape(q).replace(re.escape("{kart}"), ".+") + "$") for t, q in TEMPLATES.items()}
+
+# What "clearly" means, in pixels of the 150x100 picture.
+MIN_BOX = 5.0  # boxes narrower or shorter than this don't count (as in the original)
+SIDE_MARGIN = 6.0  # a kart is left/right of the ego only if its centre is this far to the side
+DEPTH_MARGIN = 4.0  # ... in front of / behind only if its centre is this far up / down
+MOSTLY_HIDDEN = 0.5  # fraction of a box behind nearer boxes above which a kart is not asked about
+
+SCALE = IMAGE_WIDTH / BOX_WIDTH  # box coordinates -> picture pixels
+
+
+@dataclass
+class SeenKart:
+    kart_id: int
+    name: str
+    cx: float  # centre in picture pixels
+    cy: float
+    tiny: bool  # under MIN_BOX: not counted
+    hidden: bool  # mostly behind nearer karts: never asked about
+
+
+@dataclass
+class View:
+    track: str
+    ego: SeenKart | None
+    others: list[SeenKart]  # every detected kart but the ego, tiny and hidden ones included
+
+
+def read_view(info: dict, view_index: int) -> View:
+    """The karts of one view of an info file, with what can be told about each."""
+    rows = [r for r in info["detections"][view_index] if int(r[0]) == 1]
+    ego_id = find_ego(rows)
+    seen = []
+    for r in rows:
+        box = tuple(float(c) for c in r[2:6])
+        w, h = (box[2] - box[0]) * SCALE, (box[3] - box[1]) * SCALE
+        nearer = [tuple(o[2:6]) for o in rows if o is not r and o[5] > r[5]]  # lower bottom edge = nearer
+        seen.append(SeenKart(
+            kart_id=int(r[1]),
+            name=info["karts"][int(r[1])],
+            cx=(box[0] + box[2]) / 2 * SCALE,
+            cy=(box[1] + box[3]) / 2 * SCALE,
+            tiny=w < MIN_BOX or h < MIN_BOX,
+            hidden=covered_fraction(box, nearer) > MOSTLY_HIDDEN,
+        ))
+    ego = next((k for k in seen if k.kart_id == ego_id), None)
+    return View(track=info["track"], ego=ego, others=[k for k in seen if k is not ego])
+
+
+def side(kart: SeenKart, ego: SeenKart) -> str | None:
+    """"left" or "right" where the kart is clearly to one side of the ego, else None."""
+    dx = kart.cx - ego.cx
+    return "left" if dx <= -SIDE_MARGIN else "right" if dx >= SIDE_MARGIN else None
+
+
+def depth(kart: SeenKart, ego: SeenKart) -> str | None:
+    """"front" or "back" where the kart is clearly ahead of or behind the ego, else None."""
+    dy = kart.cy - ego.cy
+    return "front" if dy <= -DEPTH_MARGIN else "back" if dy >= DEPTH_MARGIN else None
+
+
+def view_questions(view: View) -> list[tuple[str, str, str]]:
+    """Every (template, question, answer) that can be asked of this view."""
+    ego = view.ego
+    if ego is None:
+        return []
+    qa = [("ego", TEMPLATES["ego"], ego.name), ("track", TEMPLATES["track"], view.track)]
+    counted = [k for k in view.others if not k.tiny]
+    all_clear = all(not k.hidden for k in counted) and not ego.hidden
+    if all_clear and not any(k.tiny for k in view.others):  # a kart too small to count: say nothing
+        qa.append(("count", TEMPLATES["count"], str(len(counted) + 1)))
+    for k in counted:
+        if k.hidden:
+            continue
+        lr, fb = side(k, ego), depth(k, ego)
+        if lr:
+            qa.append(("left_right", TEMPLATES["left_right"].format(kart=k.name), lr))
+        if fb:
+            qa.append(("front_back", TEMPLATES["front_back"].format(kart=k.name), fb))
+        if lr and fb:
+            qa.append(("where", TEMPLATES["where"].format(kart=k.name), f"{fb} and {lr}"))
+    if all_clear:
+        sides = [side(k, ego) for k in counted]
+        if all(sides):
+            qa.append(("count_left", TEMPLATES["count_left"], str(sides.count("left"))))
+            qa.append(("count_right", TEMPLATES["count_right"], str(sides.count("right"))))
+        depths = [depth(k, ego) for k in counted]
+        if all(depths):
+            qa.append(("count_front", TEMPLATES["count_front"], str(depths.count("front"))))
+            qa.append(("count_back", TEMPLATES["count_back"], str(depths.count("back"))))
+    return qa
+
+
+def question_template(question: str) -> str | None:
+    """The template a question was made from, or None for a question of no known template."""
+    for name, pattern in _TEMPLATE_PATTERNS.items():
+        if pattern.match(question.strip()):
+            return name
+    return None
+
+
+def question_family(question: str) -> str:
+    """The family of a question ("ego", "count", "track", "relative", "relative_count"), or "other"."""
+    template = question_template(question)
+    return TEMPLATE_FAMILY[template] if template else "other"
+
+
+def info_files(split_dir: Path) -> list[Path]:
+    return sorted(split_dir.glob("*_info.json"))
+
+
+def image_name(info_path: Path, view_index: int) -> str:
+    return info_path.name.replace("_info.json", f"_{view_index:02d}_im.jpg")
+
+
+def all_questions(split_dir: Path) -> list[dict]:
+    """Every askable question of a split, unbalanced, with its template."""
+    out = []
+    for path in tqdm(info_files(split_dir), desc=f"questions {split_dir.name}", unit="frame"):
+        info = json.loads(path.read_text())
+        for v in range(len(info["detections"])):
+            image = image_name(path, v)
+            if not (split_dir / image).exists():
+                continue
+            for template, question, answer in view_questions(read_view(info, v)):
+                out.append({"image_file": f"{split_dir.name}/{image}", "question": question,
+                            "answer": answer, "template": template})
+    return out
+
+
+def balance(pairs: list[dict], seed: int = 0) -> list[dict]:
+    """Thin out the common answers and families so that none dominates.
+
+    Within each template, an answer keeps at most 1.5x the median answer's count (two-answer
+    templates are cut to an even split). Then each family keeps at most twice the smallest
+    family's count, every answer of an oversized family cut by the same factor so the
+    answers stay as balanced as they were. Order is kept; what to drop is a seeded choice."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)  # (template, answer) -> pair indices
+    for i, p in enumerate(pairs):
+        groups[(p["template"], p["answer"])].append(i)
+    keep_n: dict[tuple[str, str], int] = {}
+    for template in TEMPLATES:
+        sizes = {key: len(idx) for key, idx in groups.items() if key[0] == template}
+        if sizes:
+            cap = min(sizes.values()) if len(sizes) == 2 else math.ceil(1.5 * float(np.median(list(sizes.values()))))
+            keep_n.update({key: min(n, cap) for key, n in sizes.items()})
+    family_n: dict[str, int] = defaultdict(int)
+    for (template, _), n in keep_n.items():
+        family_n[TEMPLATE_FAMILY[template]] += n
+    family_cap = 2 * min(family_n.values()) if family_n else 0
+    final: list[int] = []
+    for key, idx in groups.items():
+        n = keep_n[key]
+        total = family_n[TEMPLATE_FAMILY[key[0]]]
+        if total > family_cap:
+            n = int(n * family_cap / total)
+        final += idx if n >= len(idx) else list(rng.choice(idx, n, replace=False))
+    return [{k: pairs[i][k] for k in ("image_file", "question", "answer")} for i in sorted(final)]
+
+
+def distribution(pairs: list[dict]) -> dict:
+    """Counts per family and per answer within each family."""
+    fams: dict[str, Counter] = defaultdict(Counter)
+    for p in pairs:
+        fams[question_family(p["question"])][p["answer"]] += 1
+    return {f: {"total": sum(c.values()), "answers": dict(c.most_common())} for f, c in sorted(fams.items())}
+
+
+def ensure_world(split: str, data_dir: str) -> Path:
+    """The split's folder, rendered first if it holds no frames and the split is a known one."""
+    from worlds.kart import SPLIT_SEEDS
+    from worlds.kart import generate as generate_world
+
+    split_dir = Path(data_dir) / split
+    if not info_files(split_dir):
+        if split not in SPLIT_SEEDS:
+            raise SystemExit(
+                f"error: no frames in {split_dir}; make them with "
+                f"`python -m worlds kart --split {split} --seed S --data_dir {data_dir}`")
+        generate_world(split=split, data_dir=data_dir)
+    return split_dir
+
+
+def generate(split: str = "train", data_dir: str = "data", seed: int = 0) -> None:
+    """Write DATA_DIR/SPLIT/balanced_qa_pairs.json from the split's info files.
+
+    Args:
+        split: split to make questions for (train, valid and train_demo are rendered first if missing).
+        data_dir: root folder of the data.
+        seed: seed of the balancing's choice of what to drop.
+    """
+    split, data_dir = str(split), str(data_dir)
+    split_dir = ensure_world(split, data_dir)
+    pairs = balance(all_questions(split_dir), seed=seed)
+    out = split_dir / "balanced_qa_pairs.json"
+    try:
+        out.write_text(json.dumps(pairs, indent=1))
+    except OSError as e:
+        raise SystemExit(f"error: cannot write {out} ({e.strerror}); pass a writable --data_dir") from None
+    dist = distribution(pairs)
+    (split_dir / "balanced_qa_stats.json").write_text(json.dumps(dist, indent=1))
+    print(f"wrote {len(pairs)} question-answer pairs to {out}")
+    for family, d in dist.items():
+        top = ", ".join(f"{a}: {n}" for a, n in list(d["answers"].items())[:6])
+        print(f"  {family:15s} {d['total']:7d}  ({100 * d['total'] / len(pairs):4.1f}%)  {top}")
+
+
+def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, output: str | None = None) -> None:
+    """Print one view's question-answer pairs and write a PNG of the view with its boxes.
+
+    Args:
+        info_file: a frame's info file.
+        view_index: which view of the frame.
+        output: PNG path (default: qa_check_<frame>_<view>.png in the current folder).
+    """
+    from PIL import Image
+
+    from worlds.kart import draw_boxes
+
+    path = Path(str(info_file))
+    if not path.is_file():
+        raise SystemExit(f"error: no info file at {path}; generate a split first (`python -m worlds kart --split valid`)")
+    info = json.loads(path.read_text())
+    n = len(info["detections"])
+    if not isinstance(view_index, int) or not 0 <= view_index < n:
+        raise SystemExit(f"error: --view_index {view_index!r} is out of range; {path.name} has views 0 to {n - 1}")
+    image_path = path.parent / image_name(path, view_index)
+    if not image_path.is_file():
+        raise SystemExit(f"error: the view's picture {image_path} is missing")
+    view = read_view(info, view_index)
+    print(f"{image_path}  track={view.track}  ego={view.ego.name if view.ego else None}")
+    for template, question, answer in view_questions(view):
+        print(f"  [{TEMPLATE_FAMILY[template]}] {question} -> {answer}")
+    img = Image.open(image_path).convert("RGB")
+    sheet = draw_boxes(img, info["detections"][view_index], info["karts"], view.ego.kart_id if view.ego else None)
+    out = Path(output) if output else Path(f"qa_check_{path.name.split('_')[0]}_{view_index:02d}.png")
+    sheet.save(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    fire.Fire({"generate": generate, "check": check})

@@ -1,0 +1,129 @@
+"""Datasets over the kart data, and the benchmark that scores a model on them.
+
+Training code reads data only through this module. A split that is missing is made on the
+spot (world, then questions or captions) with a progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from generate_qa import ensure_world, question_family
+
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+}
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, single spaces, number words as digits ("Three." -> "3")."""
+    words = re.sub(r"[^\w\s]", " ", str(text).lower().replace("_", " ")).split()
+    return " ".join(NUMBER_WORDS.get(w, w) for w in words)
+
+
+def _read_json(split: str, data_dir: str, name: str, make) -> list[dict]:
+    path = Path(data_dir) / split / name
+    if not path.is_file():
+        ensure_world(split, data_dir)
+        make(split=split, data_dir=data_dir)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {path} is not valid JSON ({e.msg}); delete it to have it made again") from None
+
+
+class VQADataset(Dataset):
+    """Question-answer pairs of a split: `{"image_path", "question", "answer"}` items."""
+
+    def __init__(self, split: str = "train", data_dir: str = "data", max_samples: int | None = None):
+        from generate_qa import generate
+
+        self.data_dir = Path(data_dir)
+        self.pairs = _read_json(split, str(data_dir), "balanced_qa_pairs.json", generate)[:max_samples]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        p = self.pairs[i]
+        return {"image_path": str(self.data_dir / p["image_file"]), "question": p["question"], "answer": p["answer"]}
+
+
+class CaptionDataset(Dataset):
+    """True captions of a split: `{"image_path", "caption"}` items."""
+
+    def __init__(self, split: str = "train", data_dir: str = "data", max_samples: int | None = None):
+        from homework.generate_captions import generate
+
+        self.data_dir = Path(data_dir)
+        self.captions = _read_json(split, str(data_dir), "all_captions.json", generate)[:max_samples]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> dict:
+        c = self.captions[i]
+        return {"image_path": str(self.data_dir / c["image_file"]), "caption": c["caption"]}
+
+
+class MultiChoiceQADataset(Dataset):
+    """Multiple-choice caption sets: `{"image_path", "candidates", "correct_index"}` items."""
+
+    def __init__(self, split: str = "valid", data_dir: str = "data", max_samples: int | None = None):
+        from homework.generate_captions import generate
+
+        self.data_dir = Path(data_dir)
+        self.sets = _read_json(split, str(data_dir), "all_mc_qas.json", generate)[:max_samples]
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.sets[i]
+        return {"image_path": str(self.data_dir / s["image_file"]), "candidates": s["candidates"],
+                "correct_index": int(s["correct_index"]), "template": s.get("template", "other")}
+
+
+@dataclass
+class BenchmarkResult:
+    accuracy: float
+    per_family: dict[str, float]  # accuracy per question family
+    counts: dict[str, int]  # questions per family
+    answers: list[dict] = field(default_factory=list)  # question, answer, prediction, correct
+
+    def table(self) -> str:
+        lines = [f"{'family':16s} {'n':>6s} {'accuracy':>9s}"]
+        for f, acc in self.per_family.items():
+            lines.append(f"{f:16s} {self.counts[f]:6d} {acc:9.4f}")
+        lines.append(f"{'all':16s} {sum(self.counts.values()):6d} {self.accuracy:9.4f}")
+        return "\n".join(lines)
+
+
+def benchmark(model, dataset: VQADataset, max_samples: int | None = None, batch_size: int = 32) -> BenchmarkResult:
+    """Ask `model.answer(images, questions)` every question of `dataset` (or the first
+    `max_samples`) and score the answers after normalisation."""
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    answers = []
+    for start in tqdm(range(0, n, batch_size), desc="benchmark", unit="batch"):
+        items = [dataset[i] for i in range(start, min(start + batch_size, n))]
+        preds = model.answer([it["image_path"] for it in items], [it["question"] for it in items])
+        for it, pred in zip(items, preds, strict=True):
+            answers.append({"question": it["question"], "answer": it["answer"], "prediction": pred,
+                            "correct": normalize_answer(pred) == normalize_answer(it["answer"])})
+    totals, right = defaultdict(int), defaultdict(int)
+    for a in answers:
+        fam = question_family(a["question"])
+        totals[fam] += 1
+        right[fam] += a["correct"]
+    order = ["ego", "count", "track", "relative", "relative_count", "other"]
+    per_family = {f: right[f] / totals[f] for f in order if totals[f]}
+    accuracy = sum(right.values()) / max(len(answers), 1)
+    return BenchmarkResult(accuracy, per_family, {f: totals[f] for f in per_family}, answers)

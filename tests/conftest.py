@@ -1,0 +1,40 @@
+"""Shared fixtures: a small kart split rendered once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def kart_data(tmp_path_factory) -> Path:
+    """A data dir with a 'tiny' split (6 frames x 4 views, seed 7) and its QA pairs and captions."""
+    from generate_qa import generate as generate_qa
+    from homework.generate_captions import generate as generate_captions
+    from worlds.kart import generate as generate_world
+
+    data_dir = tmp_path_factory.mktemp("kart_data")
+    generate_world(split="tiny", num_frames=6, seed=7, data_dir=str(data_dir), num_views=4, workers=1)
+    generate_qa(split="tiny", data_dir=str(data_dir))
+    generate_captions(split="tiny", data_dir=str(data_dir))
+    return data_dir
+
+
+def _run_cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PAGER": "cat", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc.output = proc.stdout + proc.stderr  # Fire writes --help to stderr when not on a terminal
+    return proc
+
+
+@pytest.fixture
+def run_cli():
+    """`run_cli("-m", "worlds", "kart", "--help").output`: run python from the repo root, output captured
+    (`.stdout`, `.stderr`, and both in `.output`), no pager."""
+    return _run_cli
