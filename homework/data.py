@@ -107,12 +107,13 @@ class BenchmarkResult:
         return "\n".join(lines)
 
 
-def benchmark(model, dataset: VQADataset, max_samples: int | None = None, batch_size: int = 32) -> BenchmarkResult:
+def benchmark(model, dataset: VQADataset, max_samples: int | None = None, batch_size: int = 32,
+              progress: bool = True) -> BenchmarkResult:
     """Ask `model.answer(images, questions)` every question of `dataset` (or the first
     `max_samples`) and score the answers after normalisation."""
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     answers = []
-    for start in tqdm(range(0, n, batch_size), desc="benchmark", unit="batch"):
+    for start in tqdm(range(0, n, batch_size), desc="benchmark", unit="batch", disable=not progress):
         items = [dataset[i] for i in range(start, min(start + batch_size, n))]
         preds = model.answer([it["image_path"] for it in items], [it["question"] for it in items])
         for it, pred in zip(items, preds, strict=True):

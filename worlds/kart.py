@@ -112,8 +112,8 @@ TRACKS: dict[str, TrackLook] = {
                            "furrows", (120, 100, 90), (200, 40, 60), ("lantern", "sakura"), (230, 150, 180), 0.2),
 }
 
-SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000}  # each known split has its own seed
-DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8}
+SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000, "pretrain": 4000}  # each known split has its own seed
+DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8, "pretrain": 3000}
 
 # ----------------------------------------------------------------------------------------
 # Geometry. Boxes are in the real data's 600x400 coordinates; pictures are 150x100 JPEGs.

@@ -1,0 +1,258 @@
+"""Fine-tune the base VLM with LoRA to answer questions about kart frames.
+
+    python -m homework.finetune train                      # default settings, on data/train
+    python -m homework.finetune train --output_dir homework/checkpoints/vlm --overwrite
+    python -m homework.finetune test                       # the committed reference, on valid
+    python -m homework.finetune test runs/finetune-... --split holdout
+    python -m homework.finetune demo_train                 # a minute on data/train_demo
+
+A checkpoint directory holds the LoRA adapter (`adapter_config.json`,
+`adapter_model.safetensors`), the tokenizer, `training_config.json` (the resolved settings and
+the fingerprint of the base it was trained on) and `training_curve.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+
+from homework.base_vlm import (
+    BaseVLM,
+    PictureCache,
+    _fail,
+    cosine_lr,
+    text_batch,
+)
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "vlm"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAX_ADAPTER_MB = 10
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(f"--{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def add_lora(model, rank: int = 16, alpha: int = 32):
+    """Wrap a base model with LoRA adapters on the decoder's attention and MLP projections.
+
+    The token embeddings are trained in full too (peft's modules_to_save): the question words
+    never appeared in the base's pretraining, so their embeddings start untrained."""
+    from peft import LoraConfig, get_peft_model
+
+    # BEGIN SOLUTION (hint: a peft LoraConfig on the attention and MLP projections, then get_peft_model)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                        modules_to_save=["embed_tokens"] if hasattr(model, "num_image_tokens") else None)
+    return get_peft_model(model, config)
+    # END SOLUTION
+
+
+def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM:
+    """A BaseVLM with a fine-tuned adapter merged in; clear errors for a missing checkpoint or
+    one trained on another base."""
+    from peft import PeftModel
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        _fail(f"no checkpoint directory at {path}; train one with `python -m homework.finetune train`")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "training_config.json"):
+        if not (path / name).is_file():
+            _fail(f"{path} is not a fine-tuned checkpoint: {name} is missing")
+    size_mb = (path / "adapter_model.safetensors").stat().st_size / 2**20
+    if size_mb > MAX_ADAPTER_MB:
+        _fail(f"the adapter in {path} is {size_mb:.1f} MB, over the {MAX_ADAPTER_MB} MB limit; lower --lora_rank")
+    config = json.loads((path / "training_config.json").read_text())
+    vlm = BaseVLM(config.get("base", "tiny"), device=device)
+    if config.get("base_fingerprint") != vlm.fingerprint:
+        _fail(f"{path} was fine-tuned on a base with fingerprint {str(config.get('base_fingerprint'))[:12]}, but base "
+              f"{config.get('base', 'tiny')!r} here has {vlm.fingerprint[:12]}; fine-tune again on this base")
+    vlm.model = PeftModel.from_pretrained(vlm.model, path).merge_and_unload().to(vlm.device).eval()
+    return vlm
+
+
+def load_reference() -> BaseVLM:
+    """The committed reference checkpoint, ready for `answer()`."""
+    return load_finetuned(REFERENCE_DIR)
+
+
+def _plot_curve(history: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [h["step"] for h in history if "loss" in h]
+    a.plot(steps, [h["loss"] for h in history if "loss" in h])
+    a.set(xlabel="step", ylabel="training loss (mean of last 20)", yscale="log")
+    evals = [h for h in history if "accuracy" in h]
+    b.plot([h["step"] for h in evals], [h["accuracy"] for h in evals], marker="o", label="all")
+    for fam in evals[-1]["per_family"] if evals else []:
+        b.plot([h["step"] for h in evals], [h["per_family"].get(fam, np.nan) for h in evals], alpha=0.6, label=fam)
+    b.set(xlabel="step", ylabel="valid accuracy", ylim=(0, 1))
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train(
+    output_dir: str | None = None,
+    base: str = "tiny",
+    data_dir: str = "data",
+    train_split: str = "train",
+    valid_split: str = "valid",
+    max_steps: int = 1500,
+    num_train_epochs: float | None = None,
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    lora_rank: int = 16,
+    seed: int = 0,
+    eval_every: int = 250,
+    eval_samples: int = 500,
+    overwrite: bool = False,
+) -> None:
+    """Fine-tune BASE with LoRA on TRAIN_SPLIT's question-answer pairs; keep the best checkpoint
+    by accuracy on VALID_SPLIT.
+
+    Args:
+        output_dir: checkpoint directory (default: runs/finetune-<date>-<time>).
+        base: "tiny" (the kit's base), a local SmolVLM-family directory, or a hub name.
+        data_dir: root folder of the data (missing train/valid splits are made on the spot).
+        train_split: split to train on.
+        valid_split: split to evaluate on while training.
+        max_steps: optimisation steps (ignored when --num_train_epochs is given).
+        num_train_epochs: passes over the training pairs, instead of --max_steps.
+        batch_size: questions per step.
+        learning_rate: peak AdamW learning rate (warm-up, then cosine to a tenth).
+        lora_rank: LoRA rank r (alpha = 2r).
+        seed: seed of the adapter's initialisation and of the batches.
+        eval_every: steps between evaluations.
+        eval_samples: valid questions per evaluation.
+        overwrite: replace an existing OUTPUT_DIR.
+    """
+    from tqdm import tqdm
+
+    from homework.data import VQADataset, benchmark
+
+    max_steps = _check_int("max_steps", max_steps, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    lora_rank = _check_int("lora_rank", lora_rank, 1)
+    seed = _check_int("seed", seed, 0)
+    eval_every = _check_int("eval_every", eval_every, 1)
+    eval_samples = _check_int("eval_samples", eval_samples, 1)
+    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
+        _fail(f"--learning_rate must be a positive number, got {learning_rate!r}")
+    out = Path(output_dir) if output_dir else Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
+    if (out / "adapter_config.json").exists() and not overwrite:
+        _fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or another --output_dir")
+
+    torch.manual_seed(seed)
+    train_set = VQADataset(str(train_split), data_dir=str(data_dir))
+    valid_set = VQADataset(str(valid_split), data_dir=str(data_dir), max_samples=eval_samples)
+    if num_train_epochs is not None:
+        if not isinstance(num_train_epochs, (int, float)) or num_train_epochs <= 0:
+            _fail(f"--num_train_epochs must be a positive number, got {num_train_epochs!r}")
+        max_steps = max(1, int(num_train_epochs * len(train_set) / batch_size))
+    vlm = BaseVLM(base)
+    if vlm.kind != "kart_vlm":
+        _fail("fine-tuning a SmolVLM-family base needs its chat-format data collator; this kit trains --base tiny")
+    vlm.model = add_lora(vlm.model, rank=lora_rank, alpha=2 * lora_rank)
+    model, tok = vlm.model, vlm.tokenizer
+    pictures = PictureCache(sorted({train_set[i]["image_path"] for i in range(len(train_set))}), desc=str(train_split))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
+                "valid_split": str(valid_split), "data_dir": str(data_dir), "max_steps": max_steps,
+                "batch_size": batch_size, "learning_rate": learning_rate, "lora_rank": lora_rank, "seed": seed,
+                "eval_every": eval_every, "eval_samples": eval_samples,
+                "trainable_parameters": sum(p.numel() for p in params)}
+    print(f"fine-tuning {settings['trainable_parameters']:,} parameters for {max_steps} steps -> {out}")
+
+    history, losses, best = [], [], -1.0
+    start = time.time()
+    bar = tqdm(range(max_steps), desc="finetune", unit="step")
+    for step in bar:
+        # The order of one step: learning rate, evaluation / checkpoint, forward/backward, clip, step, log.
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, max_steps, learning_rate, warmup=min(100, max_steps // 10 + 1))
+        rng = np.random.default_rng([seed, step])  # the batch depends only on (seed, step)
+        items = [train_set[i] for i in rng.choice(len(train_set), min(batch_size, len(train_set)), replace=False)]
+        model.train()
+        # BEGIN SOLUTION (hint: build ids/mask/labels with text_batch, run the model on the pictures, backprop the loss)
+        ids, mask, labels = text_batch(tok, [it["question"] for it in items], [it["answer"] for it in items])
+        loss = model(pixel_values=pictures.batch([it["image_path"] for it in items]), input_ids=ids,
+                     attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        # END SOLUTION
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{max(best, 0):.3f}")
+        if (step + 1) % 20 == 0 or step + 1 == max_steps:
+            history.append({"step": step + 1, "loss": float(np.mean(losses[-20:])), "seconds": time.time() - start})
+        if (step + 1) % eval_every == 0 or step + 1 == max_steps:
+            model.eval()
+            result = benchmark(vlm, valid_set, batch_size=100, progress=False)
+            history.append({"step": step + 1, "seconds": round(time.time() - start, 1), "accuracy": result.accuracy,
+                            "per_family": result.per_family})
+            tqdm.write(f"step {step + 1}: valid accuracy {result.accuracy:.4f} "
+                       + " ".join(f"{f}={a:.2f}" for f, a in result.per_family.items()))
+            if result.accuracy > best:
+                best = result.accuracy
+                out.mkdir(parents=True, exist_ok=True)
+                model.save_pretrained(out)
+                tok.save_pretrained(out)
+                (out / "training_config.json").write_text(json.dumps(
+                    {**settings, "best_step": step + 1, "best_valid_accuracy": best,
+                     "seconds": round(time.time() - start, 1)}, indent=1))
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            _plot_curve(history, out / "training_curve.png")
+    print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({time.time() - start:.0f} s)")
+
+
+def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",
+         max_samples: int | None = None, batch_size: int = 100) -> None:
+    """Accuracy of a fine-tuned checkpoint per question family; the last line is `accuracy=...`.
+
+    Args:
+        checkpoint: checkpoint directory (default: the committed reference).
+        split: split whose balanced_qa_pairs.json is asked.
+        data_dir: root folder of the data.
+        max_samples: ask only the first N questions.
+        batch_size: questions per call of answer().
+    """
+    from homework.data import VQADataset, benchmark
+
+    vlm = load_finetuned(str(checkpoint))
+    try:
+        result = benchmark(vlm, VQADataset(str(split), data_dir=str(data_dir)), max_samples=max_samples,
+                           batch_size=batch_size)
+    except ValueError as e:  # an unreadable picture
+        _fail(str(e))
+    print(result.table())
+    print(f"accuracy={result.accuracy:.4f}")
+
+
+def demo_train(output_dir: str = "runs/demo", max_steps: int = 60, overwrite: bool = True) -> None:
+    """Train for a minute on the committed data/train_demo split, to show the loop works.
+
+    Args:
+        output_dir: checkpoint directory.
+        max_steps: optimisation steps.
+        overwrite: replace OUTPUT_DIR (on by default: the demo's output is throwaway).
+    """
+    train(output_dir=output_dir, train_split="train_demo", valid_split="train_demo", max_steps=max_steps,
+          batch_size=16, eval_every=max_steps, eval_samples=100, overwrite=overwrite)
+
+
+if __name__ == "__main__":
+    fire.Fire({"train": train, "test": test, "demo_train": demo_train})

@@ -1,0 +1,104 @@
+"""LoRA fine-tuning: training lowers the loss, checkpoints round-trip, base mismatches fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from homework import base_vlm as bv
+from homework import finetune
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def random_base(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft_base")
+    torch.manual_seed(0)
+    tok = bv.build_tokenizer()
+    model = bv.KartVLMForConditionalGeneration(bv.tiny_config(len(tok)))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(random_base, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft") / "ckpt"
+    finetune.train(output_dir=str(out), base=str(random_base), data_dir=str(DEMO_DATA), train_split="train_demo",
+                   valid_split="train_demo", max_steps=40, batch_size=16, learning_rate=5e-3, eval_every=20,
+                   eval_samples=48)
+    return out
+
+
+def test_training_writes_a_complete_checkpoint(checkpoint, random_base):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "training_config.json",
+                 "training_curve.png", "history.json"):
+        assert (checkpoint / name).is_file(), name
+    config = json.loads((checkpoint / "training_config.json").read_text())
+    assert config["base_fingerprint"] == (random_base / bv.FINGERPRINT_FILE).read_text()
+    assert config["max_steps"] == 40 and config["lora_rank"] == 16
+    adapter = json.loads((checkpoint / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == set(finetune.LORA_TARGETS)
+
+
+def test_training_lowers_the_loss(checkpoint):
+    losses = [h["loss"] for h in json.loads((checkpoint / "history.json").read_text()) if "loss" in h]
+    assert losses[-1] < 0.85 * losses[0]
+
+
+def test_saved_checkpoint_gives_the_same_answers(checkpoint):
+    images = [DEMO_DATA / "train_demo" / "00000_00_im.jpg"] * 3
+    questions = ["What track is this?", "What kart is the ego car?", "How many karts are there in the scenario?"]
+    a = finetune.load_finetuned(checkpoint, device="cpu").answer(images, questions)
+    b = finetune.load_finetuned(checkpoint, device="cpu").answer(images, questions)
+    assert a == b and all(a)
+
+
+def test_a_checkpoint_from_another_base_is_refused(checkpoint, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint, other)
+    config = json.loads((other / "training_config.json").read_text())
+    config["base_fingerprint"] = "0" * 64
+    (other / "training_config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="fine-tuned on a base with fingerprint 000000000000"):
+        finetune.load_finetuned(other, device="cpu")
+
+
+def test_missing_or_incomplete_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint directory"):
+        finetune.load_finetuned(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "adapter_config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="adapter_model.safetensors is missing"):
+        finetune.load_finetuned(tmp_path / "half")
+
+
+def test_an_existing_checkpoint_is_not_overwritten(checkpoint, random_base):
+    with pytest.raises(SystemExit, match="--overwrite"):
+        finetune.train(output_dir=str(checkpoint), base=str(random_base), data_dir=str(DEMO_DATA),
+                       train_split="train_demo", valid_split="train_demo", max_steps=1)
+
+
+def test_test_command_prints_the_table_and_accuracy(run_cli, checkpoint):
+    r = run_cli("-m", "homework.finetune", "test", str(checkpoint), "--split", "train_demo", "--max_samples", "40",
+                "--data_dir", str(DEMO_DATA))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "family" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("accuracy=")
+
+
+def test_demo_train_runs(run_cli, tmp_path):
+    r = run_cli("-m", "homework.finetune", "demo_train", "--output_dir", str(tmp_path / "demo"), "--max_steps", "6",
+                timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "demo" / "adapter_model.safetensors").is_file()
+
+
+def test_cli_help(run_cli):
+    for command in ("train", "test", "demo_train"):
+        assert "--" in run_cli("-m", "homework.finetune", command, "--help").output
