@@ -251,6 +251,17 @@ def generate(split: str = "train", data_dir: str = "data", seed: int = 0) -> Non
         print(f"  {family:15s} {d['total']:7d}  ({100 * d['total'] / len(pairs):4.1f}%)  {top}")
 
 
+def load_info_view(path: Path, view_index: int) -> dict:
+    """An info file's contents, after checking that it exists and has view VIEW_INDEX."""
+    if not path.is_file():
+        raise SystemExit(f"error: no info file at {path}; generate a split first (`python -m worlds kart --split valid`)")
+    info = json.loads(path.read_text())
+    n = len(info["detections"])
+    if not isinstance(view_index, int) or not 0 <= view_index < n:
+        raise SystemExit(f"error: --view_index {view_index!r} is out of range; {path.name} has views 0 to {n - 1}")
+    return info
+
+
 def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, output: str | None = None) -> None:
     """Print one view's question-answer pairs and write a PNG of the view with its boxes.
 
@@ -264,12 +275,7 @@ def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, ou
     from worlds.kart import draw_boxes
 
     path = Path(str(info_file))
-    if not path.is_file():
-        raise SystemExit(f"error: no info file at {path}; generate a split first (`python -m worlds kart --split valid`)")
-    info = json.loads(path.read_text())
-    n = len(info["detections"])
-    if not isinstance(view_index, int) or not 0 <= view_index < n:
-        raise SystemExit(f"error: --view_index {view_index!r} is out of range; {path.name} has views 0 to {n - 1}")
+    info = load_info_view(path, view_index)
     image_path = path.parent / image_name(path, view_index)
     if not image_path.is_file():
         raise SystemExit(f"error: the view's picture {image_path} is missing")

@@ -188,18 +188,32 @@ class KartVLMForConditionalGeneration(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pictures -> (B, N, D) image tokens in the decoder's embedding space."""
+        return self.connector(self.vision(pixel_values))
+
     def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pictures and (B, T) token ids -> (B, N + T, D) input embeddings."""
-        image = self.connector(self.vision(pixel_values))  # (B, N, D)
-        text = self.get_input_embeddings()(input_ids)  # (B, T, D)
-        return torch.cat([image, text], dim=1)
+        return self.join(self.image_tokens(pixel_values), input_ids)
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs):
-        """`attention_mask` and `labels` cover the text only; the image tokens are always attended
-        to and never predicted."""
+    def join(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) image tokens before the (B, T) text's embeddings -> (B, N + T, D)."""
+        text = self.get_input_embeddings()(input_ids)  # (B, T, D)
+        if image_tokens.shape[1] != self.num_image_tokens or image_tokens.shape[2] != text.shape[2]:
+            raise ValueError(f"expected image tokens of shape (B, {self.num_image_tokens}, {text.shape[2]}), "
+                             f"got {tuple(image_tokens.shape)}")
+        return torch.cat([image_tokens.to(text.dtype), text], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                image_tokens: torch.Tensor | None = None, **kwargs):
+        """Pass `pixel_values`, or `image_tokens` computed earlier by `image_tokens()` (fine-tuning
+        with a frozen vision side computes them once). `attention_mask` and `labels` cover the
+        text only; the image tokens are always attended to and never predicted."""
+        if image_tokens is None:
+            image_tokens = self.image_tokens(pixel_values)
         b, n = input_ids.shape[0], self.num_image_tokens
-        embeds = self.embed(pixel_values, input_ids)
+        embeds = self.join(image_tokens, input_ids)
         if attention_mask is not None:
             attention_mask = torch.cat([attention_mask.new_ones(b, n), attention_mask], dim=1)
         if labels is not None:
@@ -462,6 +476,12 @@ def _fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
+def _check_positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(f"--{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def pretrain(
     output_dir: str = str(TINY_BASE_DIR),
     split: str = "pretrain",
@@ -473,6 +493,7 @@ def pretrain(
     run_dir: str = "runs/pretrain",
     resume: bool = True,
     overwrite: bool = False,
+    threads: int | None = None,
 ) -> None:
     """Pretrain the kit's tiny base from scratch to describe kart scenes, deterministically.
 
@@ -491,10 +512,15 @@ def pretrain(
         run_dir: where resumable states are kept.
         resume: continue from RUN_DIR's state if its settings match.
         overwrite: replace an existing OUTPUT_DIR.
+        threads: CPU threads (default: torch's choice). Bytes are identical run to run for the
+            same thread count; another count changes the float rounding.
     """
     from tqdm import tqdm
 
     from generate_qa import ensure_world, image_name, info_files, read_view
+
+    if threads is not None:
+        torch.set_num_threads(_check_positive_int("threads", threads))
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
@@ -522,7 +548,7 @@ def pretrain(
     model = KartVLMForConditionalGeneration(tiny_config(len(tokenizer)))
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     settings = {"split": str(split), "num_samples": len(samples), "max_steps": max_steps, "batch_size": batch_size,
-                "learning_rate": learning_rate, "seed": seed}
+                "learning_rate": learning_rate, "seed": seed, "threads": torch.get_num_threads()}
 
     run, step, losses = Path(run_dir), 0, []
     state_file = run / "state.pt"

@@ -16,7 +16,7 @@ import fire
 import numpy as np
 from tqdm import tqdm
 
-from generate_qa import View, depth, ensure_world, image_name, info_files, read_view, side
+from generate_qa import View, depth, ensure_world, image_name, info_files, load_info_view, read_view, side
 from worlds.kart import KARTS, TRACKS
 
 # The caption templates: the one place that spells them.
@@ -133,13 +133,7 @@ def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0) ->
         view_index: which view of the frame.
     """
     path = Path(str(info_file))
-    if not path.is_file():
-        raise SystemExit(f"error: no info file at {path}; generate a split first (`python -m worlds kart --split valid`)")
-    info = json.loads(path.read_text())
-    n = len(info["detections"])
-    if not isinstance(view_index, int) or not 0 <= view_index < n:
-        raise SystemExit(f"error: --view_index {view_index!r} is out of range; {path.name} has views 0 to {n - 1}")
-    view = read_view(info, view_index)
+    view = read_view(load_info_view(path, view_index), view_index)
     print(f"{image_name(path, view_index)}: true captions")
     for template, caption in view_captions(view):
         print(f"  [{template}] {caption}")

@@ -38,3 +38,20 @@ def run_cli():
     """`run_cli("-m", "worlds", "kart", "--help").output`: run python from the repo root, output captured
     (`.stdout`, `.stderr`, and both in `.output`), no pager."""
     return _run_cli
+
+
+@pytest.fixture(scope="session")
+def random_base(tmp_path_factory) -> Path:
+    """A randomly initialised kart_vlm base, saved like the committed one (weights, tokenizer, fingerprint)."""
+    import torch
+
+    from homework import base_vlm as bv
+
+    out = tmp_path_factory.mktemp("random_base")
+    torch.manual_seed(0)
+    tok = bv.build_tokenizer()
+    model = bv.KartVLMForConditionalGeneration(bv.tiny_config(len(tok)))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
+    return out

@@ -13,19 +13,6 @@ from homework import base_vlm as bv
 DEMO = Path(__file__).resolve().parents[1] / "data" / "train_demo"
 
 
-@pytest.fixture(scope="module")
-def random_base(tmp_path_factory) -> Path:
-    """A randomly initialised kart_vlm base saved like the committed one."""
-    out = tmp_path_factory.mktemp("random_base")
-    torch.manual_seed(0)
-    tok = bv.build_tokenizer()
-    model = bv.KartVLMForConditionalGeneration(bv.tiny_config(len(tok)))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
-    return out
-
-
 def test_tokenizer_covers_the_kit_vocabulary():
     from generate_qa import TEMPLATES
     from worlds.kart import KARTS, TRACKS

@@ -7,24 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from homework import base_vlm as bv
 from homework import finetune
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-@pytest.fixture(scope="module")
-def random_base(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ft_base")
-    torch.manual_seed(0)
-    tok = bv.build_tokenizer()
-    model = bv.KartVLMForConditionalGeneration(bv.tiny_config(len(tok)))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
-    return out
 
 
 @pytest.fixture(scope="module")
