@@ -1,0 +1,718 @@
+"""SimCLR on bouncing-ball videos: contrastive pretraining, then a linear probe that counts balls.
+
+    python -m homework.simclr train                       # about 7 minutes on a busy 2-core CPU
+    python -m homework.simclr probe runs/simclr           # linear probe vs a random encoder
+    torchrun --nproc_per_node 2 -m homework.simclr train  # distributed data parallel
+
+A grader needs only `load_encoder(dir)` (or `load_reference()`) and `embed(encoder, videos)`:
+uint8 videos (N, T, 64, 64, 3) in, frozen (N, D) features out.
+
+SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+Representations", https://arxiv.org/abs/2002.05709): two augmented views of each clip go through
+one encoder and a projection head; the NT-Xent loss pulls the two views of a clip together and
+pushes the other clips of the batch away. Nothing in training sees a label. The frozen encoder is
+then judged by a linear classifier that tells videos of 1, 2 and 3 balls apart.
+
+Shapes: B clips, T frames per clip, C=3 colour channels, S pixels a side, D feature dimensions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+REFERENCE_DIR = Path(__file__).parent / "checkpoints" / "simclr"
+ENCODER_FILE = "encoder.safetensors"
+CONFIG_FILE = "config.json"
+TRAINING_STATE_FILE = "last.pt"
+SIZE_LIMIT_MB = 10  # a saved encoder must fit this; the reference is about 3 MB
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # roughly the balls world's pixel statistics
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderConfig:
+    """Everything needed to rebuild an encoder; saved with every checkpoint and checked on load."""
+
+    encoder: str = "resnet18"  # a key of ENCODERS: "resnet18" (frames, mean over time) or "vivit"
+    image_size: int = 64  # frames are resized to S x S before the encoder
+    clip_frames: int = 2  # frames per training view (and per embedded clip for vivit)
+    embed_frames: int = 8  # resnet18: evenly spaced frames averaged when embedding a whole video
+    width: int = 16  # resnet18: channels of its first stage (64 is torchvision's stock ResNet-18)
+    vivit_dim: int = 96  # vivit: token width
+    vivit_depth: int = 4  # vivit: transformer layers
+    vivit_heads: int = 4  # vivit: attention heads
+    vivit_patch: int = 8  # vivit: pixels a side of one tubelet
+    vivit_tubelet: int = 2  # vivit: frames in one tubelet
+
+    def validate(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+        if self.image_size < 16 or self.clip_frames < 1 or self.embed_frames < 1 or self.width < 1:
+            raise ValueError(f"bad encoder config: {self}")
+        if self.encoder == "vivit":
+            if self.image_size % self.vivit_patch or self.clip_frames % self.vivit_tubelet:
+                raise ValueError(
+                    f"vivit needs image_size ({self.image_size}) divisible by vivit_patch ({self.vivit_patch})"
+                    f" and clip_frames ({self.clip_frames}) divisible by vivit_tubelet ({self.vivit_tubelet})"
+                )
+            if self.vivit_dim % self.vivit_heads:
+                raise ValueError(f"vivit_dim ({self.vivit_dim}) must be divisible by vivit_heads ({self.vivit_heads})")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown encoder config keys {sorted(unknown)}; this code knows {sorted(known)}")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------
+
+
+class NTXentLoss(nn.Module):
+    """NT-Xent, the normalised temperature-scaled cross-entropy loss of SimCLR (Chen et al. 2020).
+
+    For a batch of n clips with projections z1 (view 1) and z2 (view 2), each of the 2n embeddings
+    is a query whose positive is the other view of its clip and whose 2n - 2 negatives are the
+    views of the other clips; the loss is the cross-entropy of picking the positive among the
+    2n - 1 candidates from cosine similarities divided by the temperature.
+
+        loss_fn = NTXentLoss(temperature=0.5)
+        loss = loss_fn(z1, z2)  # z1, z2: (n, d) projections of two views of the same n clips
+
+    When all 2n embeddings are equal, every candidate is equally likely: loss = log(2n - 1).
+    """
+
+    def __init__(self, temperature: float = 0.5, reduction: str = "mean"):
+        super().__init__()
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.temperature = float(temperature)
+        self.reduction = reduction
+
+    def get_logits(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine similarities of all 2n embeddings, self-similarity masked out. (2n, 2n)"""
+        if z1.shape != z2.shape or z1.dim() != 2:
+            raise ValueError(f"expected two (n, d) views of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        # BEGIN SOLUTION (hint: L2-normalise both views, stack them to (2n, d), take all dot products / temperature, mask the diagonal with -inf)
+        z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2n, d), unit length
+        # i, j: embeddings (2n each); d: feature dimension
+        logits = torch.einsum("id,jd->ij", z, z) / self.temperature  # (2n, 2n)
+        self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+        return logits.masked_fill(self_mask, float("-inf"))  # an embedding is never its own candidate
+        # END SOLUTION
+
+    def get_labels(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Index of each embedding's positive: row i (view 1) pairs with i + n (view 2). (2n,)"""
+        # BEGIN SOLUTION (hint: rows 0..n-1 point to n..2n-1 and rows n..2n-1 point back to 0..n-1)
+        index = torch.arange(n, device=device)
+        return torch.cat([index + n, index])
+        # END SOLUTION
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        logits = self.get_logits(z1, z2)  # (2n, 2n)
+        labels = self.get_labels(len(z1), z1.device)  # (2n,)
+        return F.cross_entropy(logits, labels, reduction=self.reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoders: (B, T, C, S, S) normalised frames -> (B, D) features
+# ----------------------------------------------------------------------------------------------
+
+
+def resnet18_trunk(width: int = 64) -> nn.Module:
+    """torchvision's ResNet-18 (BasicBlock, [2, 2, 2, 2]), no pretrained weights, classifier removed.
+
+    width=64 is the stock model (11 M parameters); a narrower first stage keeps the same layout,
+    rebuilt with torchvision's own block builder, at about (width / 64)^2 of the size and compute.
+    """
+    net = torchvision.models.resnet18(weights=None)
+    if width != 64:
+        net.inplanes = width
+        net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        net.bn1 = nn.BatchNorm2d(width)
+        net.layer1 = net._make_layer(BasicBlock, width, 2)
+        net.layer2 = net._make_layer(BasicBlock, 2 * width, 2, stride=2)
+        net.layer3 = net._make_layer(BasicBlock, 4 * width, 2, stride=2)
+        net.layer4 = net._make_layer(BasicBlock, 8 * width, 2, stride=2)
+        for m in net.modules():  # the same initialisation torchvision gives the stock model
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    net.fc = nn.Identity()
+    return net
+
+
+class ResNetVideoEncoder(nn.Module):
+    """A ResNet-18 applied to every frame, its features averaged over time."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.trunk = resnet18_trunk(config.width)
+        self.feature_dim = 8 * config.width
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        B, T, C, S, _ = videos.shape
+        # BEGIN SOLUTION (hint: fold time into the batch, run the ResNet trunk on every frame, unfold, mean over time)
+        frames = videos.reshape(B * T, C, S, S)  # (B*T, C, S, S): every frame is an image
+        features = self.trunk(frames)  # (B*T, D)
+        return features.reshape(B, T, -1).mean(dim=1)  # (B, D): average over time
+        # END SOLUTION
+
+
+class ViViTEncoder(nn.Module):
+    """A small ViViT-style spatio-temporal transformer (Arnab et al. 2021, tubelet embedding).
+
+    Non-overlapping tubelets of vivit_tubelet frames x vivit_patch^2 pixels become tokens, with a
+    learned position embedding over (time, space); a pre-norm transformer attends jointly over all
+    of them, and the mean of the final tokens is the clip's feature.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        dim, p, tube = config.vivit_dim, config.vivit_patch, config.vivit_tubelet
+        self.num_tokens = (config.clip_frames // tube) * (config.image_size // p) ** 2
+        self.to_tokens = nn.Conv3d(3, dim, kernel_size=(tube, p, p), stride=(tube, p, p))
+        self.position = nn.Parameter(torch.randn(1, self.num_tokens, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, config.vivit_heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, config.vivit_depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.feature_dim = dim
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        B, T, C, S, _ = videos.shape
+        if T != self.config.clip_frames or S != self.config.image_size:
+            raise ValueError(
+                f"vivit expects (B, {self.config.clip_frames}, 3, {self.config.image_size}, "
+                f"{self.config.image_size}) clips, got {tuple(videos.shape)}"
+            )
+        # BEGIN SOLUTION (hint: Conv3d tubelets -> (B, N, dim) tokens + position, transformer, layer norm, mean over tokens)
+        x = self.to_tokens(videos.transpose(1, 2))  # (B, dim, T/tube, S/p, S/p)
+        x = x.flatten(2).transpose(1, 2) + self.position  # (B, N, dim)
+        x = self.norm(self.transformer(x))  # (B, N, dim)
+        return x.mean(dim=1)  # (B, dim)
+        # END SOLUTION
+
+
+ENCODERS = {"resnet18": ResNetVideoEncoder, "vivit": ViViTEncoder}
+
+
+def create_encoder(config: EncoderConfig) -> nn.Module:
+    config.validate()
+    return ENCODERS[config.encoder](config)
+
+
+class SimCLR(nn.Module):
+    """An encoder and the projection head that the contrastive loss sees (dropped after training)."""
+
+    def __init__(self, config: EncoderConfig, projection_dim: int = 64):
+        super().__init__()
+        self.encoder = create_encoder(config)
+        D = self.encoder.feature_dim
+        self.head = nn.Sequential(nn.Linear(D, D), nn.BatchNorm1d(D), nn.ReLU(inplace=True), nn.Linear(D, projection_dim))
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two (B, T, C, S, S) views of the same clips -> two (B, projection_dim) projections."""
+        B = view1.shape[0]
+        z = self.head(self.encoder(torch.cat([view1, view2])))  # (2B, projection_dim), one pass for both
+        return z[:B], z[B:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: uint8 videos (N, T, S, S, 3) from worlds.balls -> augmented, normalised float clips
+# ----------------------------------------------------------------------------------------------
+
+
+def make_augmentation(image_size: int) -> v2.Transform:
+    """One random augmentation for a whole clip: v2 draws its parameters once per call, so every
+    frame of a (T, C, S, S) clip gets the same crop, flip and colour change."""
+    # BEGIN SOLUTION (hint: v2.Compose of RandomResizedCrop, RandomHorizontalFlip, RandomApply(ColorJitter), RandomGrayscale, then ToDtype + Normalize)
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.9, 1.0), ratio=(0.9, 1.1), antialias=True),  # mild: never crop a ball away
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(brightness=0.6, contrast=0.6, saturation=0.6, hue=0.5)], p=0.8),  # any hue
+        v2.RandomGrayscale(p=0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([PIXEL_MEAN] * 3, [PIXEL_STD] * 3),
+    ])
+    # END SOLUTION
+
+
+def sample_view(video: torch.Tensor, clip_frames: int, augment: v2.Transform) -> torch.Tensor:
+    """A random set of clip_frames frames (kept in time order), augmented as one clip.
+
+    (T, S, S, 3) uint8 -> (clip_frames, 3, image_size, image_size) float
+    """
+    frame_ids = torch.randperm(video.shape[0])[:clip_frames].sort().values  # two views see different moments
+    clip = video[frame_ids].permute(0, 3, 1, 2)  # (t, 3, S, S)
+    return augment(clip)
+
+
+class ViewPairs(torch.utils.data.Dataset):
+    """Video i -> two independently augmented views of it, each (clip_frames, 3, S, S)."""
+
+    def __init__(self, videos: torch.Tensor, clip_frames: int, augment: v2.Transform):
+        self.videos, self.clip_frames, self.augment = videos, clip_frames, augment  # videos: (N, T, S, S, 3)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        video = self.videos[i]
+        return sample_view(video, self.clip_frames, self.augment), sample_view(video, self.clip_frames, self.augment)
+
+
+def preprocess(videos: np.ndarray | torch.Tensor, clip_frames: int, image_size: int) -> torch.Tensor:
+    """Evenly spaced frames, resized and normalised, for embedding (no randomness).
+
+    (N, T, S, S, 3) uint8 -> (N, clip_frames, 3, image_size, image_size) float
+    """
+    videos = torch.as_tensor(videos)
+    if videos.dim() != 5 or videos.shape[-1] != 3 or videos.dtype != torch.uint8:
+        raise ValueError(f"expected (N, T, H, W, 3) uint8 videos, got {tuple(videos.shape)} {videos.dtype}")
+    N, T = videos.shape[:2]
+    frame_ids = torch.linspace(0, T - 1, clip_frames).round().long()
+    clips = videos[:, frame_ids].permute(0, 1, 4, 2, 3).float() / 255  # (N, t, 3, H, W)
+    if clips.shape[-1] != image_size or clips.shape[-2] != image_size:
+        flat = clips.flatten(0, 1)  # (N*t, 3, H, W)
+        flat = F.interpolate(flat, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        clips = flat.reshape(N, clip_frames, 3, image_size, image_size)
+    return (clips - PIXEL_MEAN) / PIXEL_STD
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, videos: np.ndarray | torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Frozen features of raw videos: (N, T, H, W, 3) uint8 -> (N, D) float32.
+
+    This is all a grader needs from an encoder: it fits its own probe on the features.
+    """
+    config = encoder.config
+    embed_frames = config.embed_frames if config.encoder == "resnet18" else config.clip_frames
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    out = []
+    for start in range(0, len(videos), batch_size):
+        clips = preprocess(videos[start : start + batch_size], embed_frames, config.image_size)
+        out.append(encoder(clips.to(device)).float().cpu())  # (b, D)
+    encoder.train(was_training)
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and loading
+# ----------------------------------------------------------------------------------------------
+
+
+def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> Path:
+    """Write encoder.safetensors + config.json, then check that they load and fit SIZE_LIMIT_MB."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    path = out_dir / ENCODER_FILE
+    save_file(state, path, metadata={"encoder_config": json.dumps(asdict(encoder.config))})
+    path.chmod(0o644)  # safetensors writes owner-only files; a checkpoint is meant to be shared
+    (out_dir / CONFIG_FILE).write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > SIZE_LIMIT_MB:
+        raise ValueError(f"{path} is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; use a smaller --width")
+    load_encoder(out_dir)  # fails loudly now rather than at grading time
+    return path
+
+
+def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Module:
+    """Rebuild an encoder from a directory (or its encoder.safetensors), checking its config.
+
+    expect: if given, the checkpoint must be this encoder variant, or a clear error says how not.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = path / ENCODER_FILE if path.is_dir() else path
+    if not weights.exists():
+        raise FileNotFoundError(f"no {ENCODER_FILE} at {path}; train one with: python -m homework.simclr train")
+    size_mb = weights.stat().st_size / 2**20
+    if size_mb > SIZE_LIMIT_MB:
+        raise ValueError(f"{weights} is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit")
+    with safe_open(str(weights), framework="pt") as f:
+        saved = (f.metadata() or {}).get("encoder_config")
+    if saved is None:
+        raise ValueError(f"{weights} has no encoder_config in its metadata; save it with save_encoder()")
+    config = EncoderConfig.from_dict(json.loads(saved))
+    config_json = weights.parent / CONFIG_FILE
+    if config_json.exists():
+        recorded = json.loads(config_json.read_text()).get("encoder")
+        if recorded is not None and recorded != asdict(config):
+            raise ValueError(f"{config_json} disagrees with {weights}: {recorded} vs {asdict(config)}")
+    if expect is not None and asdict(expect) != asdict(config):
+        diff = {k: (v, getattr(config, k)) for k, v in asdict(expect).items() if getattr(config, k) != v}
+        raise ValueError(f"{weights} is a different encoder variant; expected vs saved: {diff}")
+    encoder = create_encoder(config)
+    state = load_file(str(weights))
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not fit {config.encoder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return encoder.eval()
+
+
+def load_reference() -> nn.Module:
+    """The committed reference encoder (eval mode); `embed(encoder, videos)` gives its features."""
+    return load_encoder(REFERENCE_DIR)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)
+# ----------------------------------------------------------------------------------------------
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SystemExit(f"error: --{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value, low: float, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise SystemExit(f"error: --{name} must be a number in ({low}, {high}), got {value!r}")
+
+
+def _learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_training_state(path: Path, model: SimCLR, optimizer: torch.optim.Optimizer, epoch: int, run_config: dict) -> None:
+    """Everything --resume needs, loadable with torch.load(weights_only=True)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "config": json.dumps(run_config, sort_keys=True)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def train(
+    encoder: str = "resnet18",
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    temperature: float = 0.5,
+    weight_decay: float = 1e-4,
+    num_videos: int = 2000,
+    clip_frames: int = 2,
+    image_size: int = 64,
+    width: int = 16,
+    projection_dim: int = 64,
+    seed: int = 0,
+    threads: int = 1,
+    workers: int = 1,
+    data_dir: str = "data/balls",
+    out_dir: str = "runs/simclr",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Contrastive pretraining on the train split; checkpoints every epoch; --resume continues.
+
+    Under `torchrun --nproc_per_node N` each process takes 1/N of every epoch's clips at the same
+    per-process batch size, and the learning rate is scaled by N (the linear scaling rule).
+
+    Args:
+        encoder: resnet18 (frames through a ResNet-18, averaged over time) or vivit (a small ViViT).
+        epochs: passes over the training videos.
+        batch_size: clips per step per process (each gives 2 views; the loss has 2*batch_size - 2 negatives).
+        lr: peak AdamW learning rate for one process (multiplied by the number of processes).
+        temperature: the NT-Xent temperature.
+        weight_decay: AdamW weight decay.
+        num_videos: training videos (the train split is generated if missing).
+        clip_frames: frames sampled per clip (per view).
+        image_size: frames are cropped and resized to this many pixels a side.
+        width: ResNet-18 first-stage channels (16 saves ~3 MB; 64, the stock model, is over the size limit).
+        projection_dim: output size of the projection head the loss sees.
+        seed: seed for initialisation, shuffling and augmentation.
+        threads: torch CPU threads per process (1 is fastest on a shared CPU; 0: cores / processes).
+        workers: data-loader processes that augment clips in parallel with training (0: in the main process).
+        data_dir: where worlds.balls splits live.
+        out_dir: where last.pt (resume state), encoder.safetensors and config.json go.
+        resume: continue the run saved in out_dir.
+        overwrite: start afresh even if out_dir holds a run.
+    """
+    if encoder not in ENCODERS:
+        raise SystemExit(f"error: --encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("num_videos", num_videos, 2),
+                             ("clip_frames", clip_frames, 1), ("image_size", image_size, 16), ("width", width, 1),
+                             ("projection_dim", projection_dim, 1), ("seed", seed, 0), ("threads", threads, 0),
+                             ("workers", workers, 0)):
+        _check_int(name, value, low)
+    _check_float("lr", lr, 0.0, 1.0)
+    _check_float("temperature", temperature, 0.0)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < 1:
+        raise SystemExit(f"error: --weight_decay must be a number in [0, 1), got {weight_decay!r}")
+    if resume and overwrite:
+        raise SystemExit("error: pass either --resume or --overwrite, not both")
+    out = Path(out_dir)
+    state_path = out / TRAINING_STATE_FILE
+    if resume and not state_path.exists():
+        raise SystemExit(f"error: --resume given but {state_path} does not exist; drop --resume to start a run")
+    if not resume and not overwrite and (state_path.exists() or (out / ENCODER_FILE).exists()):
+        raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or --overwrite to restart")
+    model_config = EncoderConfig(encoder=encoder, image_size=image_size, clip_frames=clip_frames, width=width)
+    try:
+        model_config.validate()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+    rank, world_size, device = _setup_distributed()
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world_size))
+    run_config = {
+        "encoder": asdict(model_config),
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
+                  "weight_decay": weight_decay, "num_videos": num_videos, "projection_dim": projection_dim,
+                  "seed": seed, "world_size": world_size, "data_seed": None},
+    }
+
+    # Data: rank 0 makes a missing split while the others wait, then every rank loads it.
+    from worlds import balls
+
+    if rank == 0:
+        balls.ensure_split("train", data_dir, num_videos=num_videos)
+    _barrier(world_size)
+    data = balls.load_split("train", data_dir)
+    meta = json.loads((Path(data_dir) / "train" / "meta.json").read_text())
+    run_config["train"]["data_seed"] = meta.get("seed")
+    if len(data["videos"]) < num_videos:
+        raise SystemExit(
+            f"error: {data_dir}/train has {len(data['videos'])} videos, fewer than --num_videos {num_videos}; "
+            f"run: python -m worlds balls --split train --num_videos {num_videos} --overwrite"
+        )
+    videos = torch.from_numpy(data["videos"][:num_videos])  # (N, T, S, S, 3) uint8; labels stay unused
+
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = SimCLR(model_config, projection_dim).to(device)
+    encoder_mb = sum(t.numel() * t.element_size() for t in model.encoder.state_dict().values()) / 2**20
+    if encoder_mb > SIZE_LIMIT_MB:  # say so now, not after training
+        raise SystemExit(f"error: this encoder would save {encoder_mb:.0f} MB, over the {SIZE_LIMIT_MB} MB limit; "
+                         f"use a smaller --width (16 saves about 3 MB)")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr * world_size, weight_decay=weight_decay)
+    start_epoch = 0
+    if resume:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        differs = {k: (saved["train"].get(k), v) for k, v in run_config["train"].items()
+                   if k != "epochs" and saved["train"].get(k) != v}
+        if saved["encoder"] != run_config["encoder"] or differs:
+            raise SystemExit(f"error: {state_path} was saved with other settings (saved, now): "
+                             f"{differs or (saved['encoder'], run_config['encoder'])}; use the same flags")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"]
+        if rank == 0:
+            print(f"resuming {out} after epoch {start_epoch}")
+    ddp_model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    criterion = NTXentLoss(temperature)
+    augment = make_augmentation(image_size)
+
+    steps_per_epoch = len(videos) // (batch_size * world_size)
+    if steps_per_epoch < 1:
+        raise SystemExit(f"error: {len(videos)} videos cannot fill one batch of {batch_size} x {world_size} processes")
+    total_steps, warmup_steps = epochs * steps_per_epoch, max(1, steps_per_epoch // 2)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"SimCLR {encoder}: {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M encoder parameters,"
+              f" {len(videos)} videos, {world_size} process(es) x batch {batch_size}, {steps_per_epoch} steps/epoch")
+    pairs = ViewPairs(videos, clip_frames, augment)
+    started = time.time()
+    for epoch in range(start_epoch, epochs):
+        # Shuffling and augmentation are seeded by (seed, epoch): a resumed run replays the same epochs,
+        # and all ranks agree on the permutation, each taking its own slice of every global batch.
+        order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        mine = order[: steps_per_epoch * batch_size * world_size].view(steps_per_epoch, world_size, batch_size)[:, rank]
+        torch.manual_seed(seed * 100003 + epoch * 1009 + rank + 1)  # augmentation when workers=0
+        loader = torch.utils.data.DataLoader(  # workers augment the next batches while this one trains
+            pairs, batch_size=batch_size, sampler=mine.flatten().tolist(), num_workers=workers,
+            generator=torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + rank + 1),
+        )
+        ddp_model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0)
+        for i, (view1, view2) in enumerate(bar):  # (B, t, 3, s, s) each: two augmented views of B clips
+            step = epoch * steps_per_epoch + i
+            # 1. learning rate for this step (warm-up then cosine: large early steps on a random net diverge)
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(step, total_steps, lr * world_size, warmup_steps)
+            # 2. this rank's share of the global batch
+            view1, view2 = view1.to(device), view2.to(device)
+            # 3. forward, backward, step (DDP averages the gradients across ranks during backward)
+            # BEGIN SOLUTION (hint: project both views with ddp_model, NT-Xent loss, zero_grad, backward, optimizer step)
+            z1, z2 = ddp_model(view1, view2)  # (B, projection_dim) each
+            loss = criterion(z1, z2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # END SOLUTION
+            # 4. log
+            if rank == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        # 5. checkpoint every epoch, so an interrupted run loses at most one epoch
+        if rank == 0:
+            save_training_state(state_path, model, optimizer, epoch + 1, run_config)
+        _barrier(world_size)
+    if rank == 0:
+        run_config["train"]["wall_seconds"] = round(time.time() - started, 1)
+        path = save_encoder(model.encoder, run_config, out)
+        print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MB) after {time.time() - started:.0f} s")
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear probe
+# ----------------------------------------------------------------------------------------------
+
+
+def fit_linear_probe(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+    num_classes: int = 3, weight_decay: float = 1e-4, steps: int = 500,
+) -> float:
+    """Multinomial logistic regression on frozen features; returns test accuracy in [0, 1].
+
+    Features are standardised with the training set's statistics; full-batch L-BFGS fits the
+    weights (the problem is convex, so no learning-rate tuning is needed).
+    """
+    # BEGIN SOLUTION (hint: standardise with train mean/std, fit nn.Linear with cross-entropy + L2 by LBFGS, argmax accuracy on test)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std  # (N, D) each
+    linear = nn.Linear(train_x.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(train_x), train_y) + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return (linear(test_x).argmax(1) == test_y).float().mean().item()
+    # END SOLUTION
+
+
+def probe(
+    checkpoint: str = str(REFERENCE_DIR),
+    train_split: str = "train",
+    test_split: str = "test",
+    num_train: int = 2000,
+    num_test: int = 500,
+    seed: int = 0,
+    threads: int = 1,
+    data_dir: str = "data/balls",
+) -> None:
+    """Linear probe on frozen features (how many balls: 1, 2 or 3), beside a random encoder's.
+
+    The probe is fit on the train split's labels and scored on test_split, a split made from its
+    own seed that training never saw. The last line printed is `accuracy=...`.
+
+    Args:
+        checkpoint: a directory with encoder.safetensors and config.json (default: the reference).
+        train_split: split whose labelled videos fit the probe (generated if missing).
+        test_split: held-out split that scores it (generated if missing).
+        num_train: training videos for the probe.
+        num_test: held-out videos to score.
+        seed: seed of the random encoder of the baseline.
+        threads: torch CPU threads (1 is fastest on a shared CPU; 0: all cores).
+        data_dir: where worlds.balls splits live.
+    """
+    for name, value, low in (("num_train", num_train, 3), ("num_test", num_test, 1), ("seed", seed, 0),
+                             ("threads", threads, 0)):
+        _check_int(name, value, low)
+    if train_split == test_split:
+        raise SystemExit(f"error: --test_split must differ from --train_split ({train_split!r})")
+    try:
+        encoder = load_encoder(checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    from worlds import balls
+
+    train_data = balls.ensure_split(train_split, data_dir, num_videos=num_train)
+    test_data = balls.ensure_split(test_split, data_dir, num_videos=num_test)
+    if (train_data["num_balls"] < 1).any() or (test_data["num_balls"] < 1).any():
+        raise SystemExit("error: the probe needs ball counts; a split without labels (num_balls=-1) cannot be used")
+    train_videos, train_y = train_data["videos"][:num_train], torch.from_numpy(train_data["num_balls"][:num_train] - 1)
+    test_videos, test_y = test_data["videos"][:num_test], torch.from_numpy(test_data["num_balls"][:num_test] - 1)
+
+    torch.manual_seed(seed)
+    random_encoder = create_encoder(encoder.config).eval()
+    results = {}
+    for name, model in (("random encoder", random_encoder), ("trained encoder", encoder)):
+        started = time.time()
+        results[name] = probe_accuracy(model, train_videos, train_y, test_videos, test_y)
+        print(f"{name:16s} probe accuracy {results[name]:.4f}  ({len(train_y)} train / {len(test_y)} "
+              f"{test_split} videos, {time.time() - started:.0f} s)")
+    print(f"accuracy={results['trained encoder']:.4f}")
+
+
+def probe_accuracy(encoder: nn.Module, train_videos: np.ndarray, train_y: torch.Tensor,
+                   test_videos: np.ndarray, test_y: torch.Tensor) -> float:
+    """Embed both sets with the frozen encoder and score a linear probe fit on the first."""
+    train_x, test_x = embed(encoder, train_videos), embed(encoder, test_videos)  # (N, D) each
+    return fit_linear_probe(train_x, train_y, test_x, test_y)
+
+
+if __name__ == "__main__":
+    fire.Fire({"train": train, "probe": probe})

@@ -1,0 +1,214 @@
+"""SimCLR: the NT-Xent loss, encoders, augmentation, checkpoints, resume, distributed run, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from homework import simclr
+from worlds import balls
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"num_videos": 8, "batch_size": 4, "image_size": 16, "width": 4, "projection_dim": 8, "clip_frames": 2}
+
+
+def _reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """NT-Xent written out with loops, straight from the SimCLR paper's definition."""
+    z = [F.normalize(v, dim=0) for v in torch.cat([z1, z2])]
+    n2 = len(z)
+    total = 0.0
+    for i in range(n2):
+        positive = (i + n2 // 2) % n2
+        sims = {k: float(z[i] @ z[k]) / temperature for k in range(n2) if k != i}
+        total += -math.log(math.exp(sims[positive]) / sum(math.exp(s) for s in sims.values()))
+    return total / n2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_hand_computed_reference(n, temperature):
+    g = torch.Generator().manual_seed(n)
+    z1, z2 = torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randn(n, 5, generator=g, dtype=torch.float64)
+    loss = simclr.NTXentLoss(temperature)(z1, z2)
+    assert loss.item() == pytest.approx(_reference_nt_xent(z1, z2, temperature), rel=1e-5)
+    per_sample = simclr.NTXentLoss(temperature, reduction="none")(z1, z2)
+    assert per_sample.shape == (2 * n,)
+    assert per_sample.sum().item() == pytest.approx(simclr.NTXentLoss(temperature, reduction="sum")(z1, z2).item())
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16])
+def test_nt_xent_exact_values_for_identical_views(n):
+    # All 2n embeddings equal: every candidate is equally likely, loss = -log(1 / (2n - 1)).
+    same = torch.ones(n, 4)
+    assert simclr.NTXentLoss(0.5)(same, same).item() == pytest.approx(-math.log(1 / (2 * n - 1)), rel=1e-6)
+    # Identical views of orthogonal clips: cosine 1 to the positive, 0 to the 2n - 2 negatives.
+    eye = torch.eye(n, 2 * n)
+    t = 0.5
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * n - 2))
+    assert simclr.NTXentLoss(t)(eye, eye).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_logits_and_labels():
+    loss_fn = simclr.NTXentLoss(0.5)
+    logits = loss_fn.get_logits(torch.randn(3, 4), torch.randn(3, 4))
+    assert logits.shape == (6, 6) and torch.isinf(logits.diagonal()).all()
+    assert loss_fn.get_labels(3).tolist() == [3, 4, 5, 0, 1, 2]
+    with pytest.raises(ValueError, match="views"):
+        loss_fn(torch.randn(3, 4), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), "0.5"])
+def test_nt_xent_rejects_a_bad_temperature(bad):
+    with pytest.raises(ValueError, match="temperature"):
+        simclr.NTXentLoss(bad)
+
+
+def test_augmentation_is_consistent_across_a_clips_frames():
+    torch.manual_seed(0)
+    frame = torch.from_numpy(balls.make_video(1, 0, num_frames=1, size=32)["videos"][0])  # (S, S, 3)
+    still = frame[None].repeat(6, 1, 1, 1)  # (6, S, S, 3): a video that never moves
+    augment = simclr.make_augmentation(16)
+    views = [simclr.sample_view(still, 3, augment) for _ in range(4)]  # each (3, 3, 16, 16)
+    for view in views:
+        assert view.shape == (3, 3, 16, 16) and view.dtype == torch.float32
+        torch.testing.assert_close(view[0], view[1])  # same crop, flip and colour on every frame
+        torch.testing.assert_close(view[0], view[2])
+    assert not torch.allclose(views[0], views[1]), "two draws should differ"
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "vivit"])
+def test_encoders_embed_and_train(encoder):
+    torch.manual_seed(0)
+    config = simclr.EncoderConfig(encoder=encoder, image_size=16, clip_frames=2, width=4, vivit_dim=16,
+                                  vivit_depth=1, vivit_heads=2, vivit_patch=4)
+    model = simclr.SimCLR(config, projection_dim=8)
+    view1, view2 = torch.randn(4, 2, 3, 16, 16), torch.randn(4, 2, 3, 16, 16)
+    z1, z2 = model(view1, view2)
+    assert z1.shape == z2.shape == (4, 8)
+    loss = simclr.NTXentLoss(0.5)(z1, z2)
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    videos = np.random.default_rng(0).integers(0, 256, (3, 10, 32, 32, 3), dtype=np.uint8)
+    features = simclr.embed(model.encoder, videos, batch_size=2)
+    assert features.shape == (3, model.encoder.feature_dim)
+    torch.testing.assert_close(features, simclr.embed(model.encoder, videos))  # no randomness at eval
+
+
+def test_stock_width_is_torchvisions_resnet18():
+    import torchvision
+
+    ours = sum(p.numel() for p in simclr.resnet18_trunk(64).parameters())
+    stock = torchvision.models.resnet18(weights=None)
+    assert ours == sum(p.numel() for p in stock.parameters()) - sum(p.numel() for p in stock.fc.parameters())
+
+
+def test_save_and_load_check_the_config(tmp_path):
+    config = simclr.EncoderConfig(width=4, image_size=16)
+    encoder = simclr.create_encoder(config)
+    simclr.save_encoder(encoder, {"encoder": config.__dict__}, tmp_path)
+    loaded = simclr.load_encoder(tmp_path)
+    for a, b in zip(encoder.state_dict().values(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="different encoder variant"):
+        simclr.load_encoder(tmp_path, expect=simclr.EncoderConfig(encoder="vivit", image_size=16))
+    (tmp_path / "config.json").write_text(json.dumps({"encoder": {**config.__dict__, "width": 8}}))
+    with pytest.raises(ValueError, match="disagrees"):
+        simclr.load_encoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train one"):
+        simclr.load_encoder(tmp_path / "missing")
+
+
+def _tiny_data(data_dir: Path) -> None:
+    balls.generate(split="train", num_videos=8, seed=1, num_frames=6, size=32, data_dir=str(data_dir))
+    balls.generate(split="test", num_videos=6, seed=2, num_frames=6, size=32, data_dir=str(data_dir))
+
+
+def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    _tiny_data(tmp_path / "data")
+    flags = {**TINY, "epochs": 2, "data_dir": str(tmp_path / "data")}
+    simclr.train(**flags, out_dir=str(tmp_path / "straight"))
+
+    saves = []
+    real_save = simclr.save_training_state
+
+    def save_then_crash(*args):  # the run is killed right after its first epoch's checkpoint
+        real_save(*args)
+        saves.append(args[3])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simclr, "save_training_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        simclr.train(**flags, out_dir=str(tmp_path / "resumed"))
+    monkeypatch.setattr(simclr, "save_training_state", real_save)
+    assert saves == [1]  # stopped after epoch 1 of 2
+    assert not (tmp_path / "resumed" / "encoder.safetensors").exists()
+    with pytest.raises(SystemExit, match="--resume"):
+        simclr.train(**flags, out_dir=str(tmp_path / "resumed"))
+    simclr.train(**flags, out_dir=str(tmp_path / "resumed"), resume=True)
+    assert "after epoch 1" in capsys.readouterr().out
+
+    straight = simclr.load_encoder(tmp_path / "straight").state_dict()
+    resumed = simclr.load_encoder(tmp_path / "resumed").state_dict()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], msg=key)
+    with pytest.raises(SystemExit, match="other settings"):
+        simclr.train(**{**flags, "lr": 0.01}, out_dir=str(tmp_path / "resumed"), resume=True)
+
+    # the probe prints the random baseline, the trained encoder and a last line accuracy=...
+    simclr.probe(str(tmp_path / "straight"), num_train=8, num_test=6, data_dir=str(tmp_path / "data"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("accuracy=") and 0.0 <= float(lines[-1].split("=")[1]) <= 1.0
+    assert any(line.startswith("random encoder") for line in lines)
+
+
+def test_two_process_gloo_run(tmp_path):
+    _tiny_data(tmp_path / "data")
+    env = {**os.environ, "PAGER": "cat", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "homework.simclr", "train", "--epochs", "2", "--data_dir", str(tmp_path / "data"),
+               "--out_dir", str(tmp_path / "ddp"), *[f"--{k}={v}" for k, v in TINY.items() if k != "batch_size"],
+               "--batch_size", "2"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["train"]["world_size"] == 2
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    simclr.load_encoder(tmp_path / "ddp")
+
+
+def test_reference_checkpoint_loads_and_is_small():
+    if not (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).exists():
+        pytest.skip("no committed reference checkpoint yet")
+    encoder = simclr.load_reference()
+    assert (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).stat().st_size < simclr.SIZE_LIMIT_MB * 2**20
+    video = balls.make_video(99, 0)["videos"][None]  # (1, T, S, S, 3)
+    assert simclr.embed(encoder, video).shape == (1, encoder.feature_dim)
+
+
+def test_cli_help_and_a_bad_value_in_one_line(tmp_path):
+    env = {**os.environ, "PAGER": "cat"}
+    commands = [["train", "--help"], ["probe", "--help"], ["train", "--temperature", "0", "--out_dir", str(tmp_path)]]
+    running = [subprocess.Popen([sys.executable, "-m", "homework.simclr", *c], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]  # in parallel
+    results = [(*p.communicate(timeout=180), p.returncode) for p in running]
+    for (out, err, code), flag in zip(results[:2], ["--temperature", "--test_split"], strict=True):
+        assert code == 0, err
+        assert flag in out + err and "--data_dir" in out + err
+    _, err, code = results[2]
+    assert code != 0 and "error: --temperature" in err and "Traceback" not in err
+
+
+def test_probe_without_a_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(SystemExit, match="no encoder.safetensors .* python -m homework.simclr train"):
+        simclr.probe(str(tmp_path / "nothing_here"), data_dir=str(tmp_path))
