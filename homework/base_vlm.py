@@ -206,12 +206,13 @@ class KartVLMForConditionalGeneration(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                image_tokens: torch.Tensor | None = None, **kwargs):
-        """Pass `pixel_values`, or `image_tokens` computed earlier by `image_tokens()` (fine-tuning
-        with a frozen vision side computes them once). `attention_mask` and `labels` cover the
-        text only; the image tokens are always attended to and never predicted."""
-        if image_tokens is None:
-            image_tokens = self.image_tokens(pixel_values)
+                vision_features: torch.Tensor | None = None, **kwargs):
+        """Pass `pixel_values`, or the vision encoder's output `vision_features` computed earlier
+        (fine-tuning with a frozen vision encoder computes them once). `attention_mask` and
+        `labels` cover the text only; the image tokens are always attended to and never predicted."""
+        if vision_features is None:
+            vision_features = self.vision(pixel_values)
+        image_tokens = self.connector(vision_features.to(self.vision.position.dtype))  # (B, N, D)
         b, n = input_ids.shape[0], self.num_image_tokens
         embeds = self.join(image_tokens, input_ids)
         if attention_mask is not None:
@@ -486,7 +487,7 @@ def pretrain(
     output_dir: str = str(TINY_BASE_DIR),
     split: str = "pretrain",
     data_dir: str = "data",
-    max_steps: int = 4000,
+    max_steps: int = 2500,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,

@@ -43,30 +43,32 @@ def _check_int(name: str, value, minimum: int) -> int:
 def add_lora(model, rank: int = 16, alpha: int = 32):
     """Wrap a base model with LoRA adapters on the decoder's attention and MLP projections.
 
-    The token embeddings are trained in full too (peft's modules_to_save): the question words
-    never appeared in the base's pretraining, so their embeddings start untrained."""
+    Three small modules are trained in full too (peft's modules_to_save): the token embeddings
+    and the output layer, because the question words and some answer words (kart names) were
+    never told apart in the base's pretraining, and the connector, so that the fine-tuned model
+    can re-read the frozen vision features."""
     from peft import LoraConfig, get_peft_model
 
     # BEGIN SOLUTION (hint: a peft LoraConfig on the attention and MLP projections, then get_peft_model)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                        modules_to_save=["embed_tokens"] if hasattr(model, "num_image_tokens") else None)
+                        modules_to_save=["embed_tokens", "connector", "lm_head"] if hasattr(model, "num_image_tokens") else None)
     return get_peft_model(model, config)
     # END SOLUTION
 
 
 @torch.no_grad()
-def cache_image_tokens(model, pictures: PictureCache, batch_size: int = 128) -> torch.Tensor:
-    """(N, num_image_tokens, D) image tokens of every cached picture, in float16 to halve the memory."""
+def cache_vision_features(model, pictures: PictureCache, batch_size: int = 128) -> torch.Tensor:
+    """(N, num_image_tokens, C) vision-encoder features of every cached picture, in float16 to halve the memory."""
     from tqdm import tqdm
 
-    frozen = [n for n, p in model.named_parameters() if p.requires_grad and (".vision." in n or ".connector." in n)]
-    if frozen:
-        raise ValueError(f"the vision side is being trained ({frozen[0]}), so its image tokens cannot be cached")
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and ".vision." in n]
+    if trained:
+        raise ValueError(f"the vision encoder is being trained ({trained[0]}), so its features cannot be cached")
     model.eval()
     paths = list(pictures.index)
     chunks = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="image tokens", unit="batch", mininterval=1):
-        chunks.append(model.image_tokens(pictures.batch(paths[i:i + batch_size])).half())
+    for i in tqdm(range(0, len(paths), batch_size), desc="vision features", unit="batch", mininterval=1):
+        chunks.append(model.vision(pictures.batch(paths[i:i + batch_size])).half())
     return torch.cat(chunks)
 
 
@@ -183,9 +185,9 @@ def train(
     vlm.model = add_lora(vlm.model, rank=lora_rank, alpha=2 * lora_rank)
     model, tok = vlm.model, vlm.tokenizer
     pictures = PictureCache(sorted({train_set[i]["image_path"] for i in range(len(train_set))}), desc=str(train_split))
-    # LoRA leaves the vision encoder and connector frozen, so each picture's image tokens are
-    # computed once here instead of at every step: on a CPU that is most of a step's work.
-    image_tokens = cache_image_tokens(model, pictures)
+    # The vision encoder stays frozen, so its features for each picture are computed once here
+    # instead of at every step: on a CPU that is most of a step's work.
+    features = cache_vision_features(model, pictures)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
@@ -208,7 +210,7 @@ def train(
         # BEGIN SOLUTION (hint: build ids/mask/labels with text_batch, run the model on the pictures, backprop the loss)
         ids, mask, labels = text_batch(tok, [it["question"] for it in items], [it["answer"] for it in items])
         rows = [pictures.index[it["image_path"]] for it in items]
-        loss = model(image_tokens=image_tokens[rows], input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(vision_features=features[rows], input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -216,7 +218,7 @@ def train(
         # END SOLUTION
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{max(best, 0):.3f}")
-        if (step + 1) % 20 == 0 or step + 1 == max_steps:
+        if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
             history.append({"step": step + 1, "loss": float(np.mean(losses[-20:])), "seconds": time.time() - start})
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
             model.eval()

@@ -36,7 +36,7 @@ def test_training_writes_a_complete_checkpoint(checkpoint, random_base):
 
 def test_training_lowers_the_loss(checkpoint):
     losses = [h["loss"] for h in json.loads((checkpoint / "history.json").read_text()) if "loss" in h]
-    assert losses[-1] < 0.85 * losses[0]
+    assert losses[-1] < 0.8 * losses[0]  # the first entry is the first step's loss
 
 
 def test_saved_checkpoint_gives_the_same_answers(checkpoint):
@@ -89,3 +89,15 @@ def test_demo_train_runs(run_cli, tmp_path):
 def test_cli_help(run_cli):
     for command in ("train", "test", "demo_train"):
         assert "--" in run_cli("-m", "homework.finetune", command, "--help").output
+
+
+def test_load_vlm_returns_the_committed_reference():
+    import homework
+
+    config = json.loads((finetune.REFERENCE_DIR / "training_config.json").read_text())
+    assert config["base"] == "tiny"
+    assert config["base_fingerprint"] == (bv.TINY_BASE_DIR / bv.FINGERPRINT_FILE).read_text().strip()
+    assert (finetune.REFERENCE_DIR / "adapter_model.safetensors").stat().st_size < finetune.MAX_ADAPTER_MB * 2**20
+    vlm = homework.load_vlm()
+    answers = vlm.answer([DEMO_DATA / "train_demo" / "00000_00_im.jpg"], ["What track is this?"])
+    assert len(answers) == 1 and answers[0]
