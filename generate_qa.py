@@ -158,19 +158,22 @@ def image_name(info_path: Path, view_index: int) -> str:
     return info_path.name.replace("_info.json", f"_{view_index:02d}_im.jpg")
 
 
-def all_questions(split_dir: Path) -> list[dict]:
-    """Every askable question of a split, unbalanced, with its template."""
-    out = []
-    for path in tqdm(info_files(split_dir), desc=f"questions {split_dir.name}", unit="frame"):
+def split_views(split_dir: Path, desc: str | None = None):
+    """(image_file, view) for every view of a split whose picture exists, with a progress bar;
+    image_file is relative to the data dir ("<split>/<frame>_<view>_im.jpg")."""
+    for path in tqdm(info_files(split_dir), desc=desc or f"reading {split_dir.name}", unit="frame", disable=desc == ""):
         info = json.loads(path.read_text())
         for v in range(len(info["detections"])):
             image = image_name(path, v)
-            if not (split_dir / image).exists():
-                continue
-            for template, question, answer in view_questions(read_view(info, v)):
-                out.append({"image_file": f"{split_dir.name}/{image}", "question": question,
-                            "answer": answer, "template": template})
-    return out
+            if (split_dir / image).exists():
+                yield f"{split_dir.name}/{image}", read_view(info, v)
+
+
+def all_questions(split_dir: Path) -> list[dict]:
+    """Every askable question of a split, unbalanced, with its template."""
+    return [{"image_file": image_file, "question": question, "answer": answer, "template": template}
+            for image_file, view in split_views(split_dir, desc=f"questions {split_dir.name}")
+            for template, question, answer in view_questions(view)]
 
 
 def balance(pairs: list[dict], seed: int = 0) -> list[dict]:

@@ -518,7 +518,7 @@ def pretrain(
     """
     from tqdm import tqdm
 
-    from generate_qa import ensure_world, image_name, info_files, read_view
+    from generate_qa import ensure_world, split_views
 
     if threads is not None:
         torch.set_num_threads(_check_positive_int("threads", threads))
@@ -535,13 +535,8 @@ def pretrain(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     split_dir = ensure_world(str(split), str(data_dir))
-    samples = []  # (picture path, statements)
-    for path in info_files(split_dir):
-        info = json.loads(path.read_text())
-        for v in range(len(info["detections"])):
-            picture = split_dir / image_name(path, v)
-            if picture.exists():
-                samples.append((str(picture), describe(read_view(info, v))))
+    # (picture path, statements) for every view
+    samples = [(str(Path(data_dir) / image_file), describe(view)) for image_file, view in split_views(split_dir)]
     if not samples:
         _fail(f"no pictures in {split_dir}")
     pictures = PictureCache([s[0] for s in samples], desc=str(split))

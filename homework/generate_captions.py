@@ -14,9 +14,8 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from tqdm import tqdm
 
-from generate_qa import View, depth, ensure_world, image_name, info_files, load_info_view, read_view, side
+from generate_qa import View, depth, ensure_world, image_name, load_info_view, read_view, side, split_views
 from worlds.kart import KARTS, TRACKS
 
 # The caption templates: the one place that spells them.
@@ -105,18 +104,11 @@ def generate(split: str = "train", data_dir: str = "data", seed: int = 0) -> Non
     split_dir = ensure_world(split, data_dir)
     rng = np.random.default_rng(seed)
     captions, mcqs = [], []
-    for path in tqdm(info_files(split_dir), desc=f"captions {split}", unit="frame"):
-        info = json.loads(path.read_text())
-        for v in range(len(info["detections"])):
-            image = image_name(path, v)
-            if not (split_dir / image).exists():
-                continue
-            view = read_view(info, v)
-            image_file = f"{split}/{image}"
-            captions += [{"image_file": image_file, "caption": c} for _, c in view_captions(view)]
-            mc = view_multiple_choice(view, rng)
-            if mc:
-                mcqs.append({"image_file": image_file, "candidates": mc[1], "correct_index": mc[2], "template": mc[0]})
+    for image_file, view in split_views(split_dir, desc=f"captions {split}"):
+        captions += [{"image_file": image_file, "caption": c} for _, c in view_captions(view)]
+        mc = view_multiple_choice(view, rng)
+        if mc:
+            mcqs.append({"image_file": image_file, "candidates": mc[1], "correct_index": mc[2], "template": mc[0]})
     try:
         (split_dir / "all_captions.json").write_text(json.dumps(captions, indent=1))
         (split_dir / "all_mc_qas.json").write_text(json.dumps(mcqs, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,12 @@ def random_base(tmp_path_factory) -> Path:
     tok.save_pretrained(out)
     (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
     return out
+
+
+SOLUTION_REGION = re.compile(r"^( *)# BEGIN SOLUTION \(hint: ([^\n]*)\)\n.*?^ *# END SOLUTION\n", re.S | re.M)
+
+
+def starter_source(path: Path) -> tuple[str, int]:
+    """A homework file with each solution region replaced by `raise NotImplementedError(hint)`,
+    as the student starter will have it, and the number of regions replaced."""
+    return SOLUTION_REGION.subn(lambda m: f"{m.group(1)}raise NotImplementedError({m.group(2)!r})\n", path.read_text())
