@@ -67,7 +67,7 @@ def _false_captions(view: View, template: str, true_caption: str, rng: np.random
     else:  # a relation: the opposite relation of the same kart, or any relation of an absent kart
         kart = true_caption.split(" is ")[0]
         seen = next(k for k in view.others if k.name == kart)
-        true_rels = {r for r in (depth(seen, ego), side(seen, ego)) if r}
+        true_rels = [r for r in (depth(seen, ego), side(seen, ego)) if r]  # a list: set order changes run to run
         pool = [CAPTIONS[OPPOSITE[r]].format(kart=kart) for r in true_rels]
         pool += [CAPTIONS[r].format(kart=n) for n in absent for r in RELATIONS]
     pool = [c for c in dict.fromkeys(pool) if c != true_caption]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,23 @@ def test_cli(run_cli, kart_data):
     r = run_cli("-m", "homework.generate_captions", "check", "--info_file", str(kart_data / "tiny" / "00000_info.json"))
     assert r.returncode == 0 and "is the ego car." in r.stdout
     assert "--split" in run_cli("-m", "homework.generate_captions", "generate", "--help").output
+
+
+def test_multiple_choice_sets_are_the_same_in_every_process(tmp_path):
+    """String hashing differs between processes; the sets must not depend on it (the demo split's
+    80 views include relation sets with two true relations, where a set's order once leaked in)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    outputs = []
+    demo = Path(__file__).resolve().parents[1] / "data" / "train_demo"
+    for hash_seed in ("1", "2", "3"):
+        data = tmp_path / hash_seed
+        shutil.copytree(demo, data / "train_demo")
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        subprocess.run([sys.executable, "-m", "homework.generate_captions", "generate", "--split", "train_demo",
+                        "--data_dir", str(data)], env=env, check=True, capture_output=True)
+        outputs.append((data / "train_demo" / "all_mc_qas.json").read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
