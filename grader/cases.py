@@ -1,0 +1,345 @@
+"""The assignments and their cases.
+
+An `Assignment` says what its child process is given (held-out inputs without labels), how the
+grader reads the child's answers, and how it scores them; each of its cases is a method marked
+`@case(threshold)` whose docstring names it and which returns the accuracy the threshold turns
+into points. A case's timeout (its assignment's, from rubric.TIMEOUT_S, unless given) stops the
+child that answers for it. Every metric is computed here, in the grader's process, from the
+answers file alone: the child's prints and exit code score nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grader import rubric
+from grader.heldout import Heldout
+
+# ----------------------------------------------------------------------------------------------
+# Cases
+# ----------------------------------------------------------------------------------------------
+
+
+def case(threshold: rubric.Threshold, timeout: float | None = None):
+    """Mark an Assignment method as a case worth THRESHOLD; its docstring's first line names it."""
+    def mark(method):
+        method.threshold = threshold
+        method.timeout = timeout
+        return method
+    return mark
+
+
+@dataclass
+class Evaluation:
+    """What the grader makes of one assignment's answers."""
+
+    accuracy: float
+    count: int  # answers scored
+    table: list[tuple[str, int, float]]  # (group, count, accuracy): question family, template, class...
+    group_name: str  # what the table's rows are ("family", "template", ...)
+
+
+class AnswersError(Exception):
+    """The child's answers file is missing, unreadable or malformed."""
+
+
+def read_out_file(sandbox: Path, name: str, limit_mb: float = rubric.ANSWERS_MAX_MB) -> bytes:
+    """The bytes of SANDBOX/out/NAME, if it is a plain file (no link) of at most LIMIT_MB."""
+    try:
+        out_fd = os.open(sandbox / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise AnswersError("its out/ folder is gone or was replaced by a link") from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=out_fd)
+    except FileNotFoundError:
+        raise AnswersError(f"it wrote no {name}") from None
+    except OSError as e:
+        raise AnswersError(f"its {name} cannot be opened ({e.strerror}); is it a link?") from None
+    finally:
+        os.close(out_fd)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise AnswersError(f"its {name} is not a plain file")
+        if info.st_size > limit_mb * 2**20:
+            raise AnswersError(f"its {name} is {info.st_size / 2**20:.0f} MB, over the {limit_mb} MB limit")
+        return f.read()
+
+
+def read_out_json(sandbox: Path, name: str, limit_mb: float = rubric.ANSWERS_MAX_MB):
+    data = read_out_file(sandbox, name, limit_mb)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise AnswersError(f"its {name} is not valid JSON ({str(e)[:80]})") from None
+
+
+def answer_list(sandbox: Path, n: int) -> list:
+    answers = read_out_json(sandbox, "answers.json")
+    if not isinstance(answers, list) or len(answers) != n:
+        what = f"{len(answers)} answers" if isinstance(answers, list) else f"a {type(answers).__name__}"
+        raise AnswersError(f"its answers.json holds {what}, not a list of {n}")
+    return answers
+
+
+def table_from(groups: list[str], correct: list[bool], order: list[str] | None = None) -> list[tuple[str, int, float]]:
+    totals, right = Counter(groups), Counter(g for g, c in zip(groups, correct, strict=True) if c)
+    names = [g for g in (order or []) if g in totals] + sorted(g for g in totals if g not in (order or []))
+    return [(g, totals[g], right[g] / totals[g]) for g in names]
+
+
+# ----------------------------------------------------------------------------------------------
+# Assignments
+# ----------------------------------------------------------------------------------------------
+
+
+class Assignment:
+    name = ""  # vlm, clip, fusion, cilp, simclr: the `load_<name>()` of homework/__init__.py
+    title = ""
+    modules: tuple[str, ...] = ()  # the submission's files whose stubs mean "not implemented yet"
+    predict = ""  # the function the child calls after loading, for messages
+    self_check = ""  # the command a student runs to see the same number on the validation split
+    input_files: tuple[str, ...] | None = None  # files of the held-out inputs the child gets (None: all)
+    needs_base_vlm = False  # the child needs the kit's data/base_vlm
+    batch_size = 50  # inputs per call, where the interface takes lists
+
+    def __init__(self, heldout: Heldout):
+        self.heldout = heldout
+
+    @classmethod
+    def cases(cls) -> list:
+        found = [getattr(cls, n) for n in dir(cls) if hasattr(getattr(cls, n), "threshold")]
+        return sorted(found, key=lambda m: (m.threshold.extra_credit, m.__code__.co_firstlineno))
+
+    @classmethod
+    def case_name(cls, method) -> str:
+        return (method.__doc__ or method.__name__).strip().splitlines()[0]
+
+    @classmethod
+    def timeout(cls) -> float:
+        return max(m.timeout or rubric.TIMEOUT_S[cls.name] for m in cls.cases())
+
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        """Read the child's answers from SANDBOX/out and score them against the labels."""
+        raise NotImplementedError
+
+
+class VLM(Assignment):
+    name = "vlm"
+    title = "VLM: questions about kart frames"
+    modules = ("finetune.py",)
+    predict = "answer()"
+    self_check = "python -m homework.finetune test"
+    needs_base_vlm = True
+
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        from generate_qa import FAMILIES
+        from homework.data import normalize_answer  # the grader's own copy of the kit, not the submission's
+
+        labels = self.heldout.labels("vlm")
+        answers = answer_list(sandbox, len(labels["answers"]))
+        correct = [isinstance(a, str) and normalize_answer(a) == normalize_answer(t)
+                   for a, t in zip(answers, labels["answers"], strict=True)]
+        return Evaluation(float(np.mean(correct)), len(correct),
+                          table_from(labels["families"], correct, list(FAMILIES)), "family")
+
+    @case(rubric.VLM)
+    def accuracy(self, ev: Evaluation) -> float:
+        """VLM accuracy on held-out questions"""
+        return ev.accuracy
+
+    @case(rubric.VLM_EXTRA)
+    def extra_credit(self, ev: Evaluation) -> float:
+        """VLM extra credit"""
+        return ev.accuracy
+
+
+class CLIP(Assignment):
+    name = "clip"
+    title = "CLIP: the true caption among five"
+    modules = ("clip.py",)
+    predict = "homework.clip.predict()"
+    self_check = "python -m homework.clip test"
+    needs_base_vlm = True
+
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        from homework.generate_captions import CAPTIONS
+
+        labels = self.heldout.labels("clip")
+        answers = answer_list(sandbox, len(labels["correct"]))
+        correct = [isinstance(a, int) and not isinstance(a, bool) and a == t
+                   for a, t in zip(answers, labels["correct"], strict=True)]
+        return Evaluation(float(np.mean(correct)), len(correct),
+                          table_from(labels["templates"], correct, list(CAPTIONS)), "template")
+
+    @case(rubric.CLIP)
+    def accuracy(self, ev: Evaluation) -> float:
+        """CLIP multiple-choice accuracy on held-out frames"""
+        return ev.accuracy
+
+    @case(rubric.CLIP_EXTRA)
+    def extra_credit(self, ev: Evaluation) -> float:
+        """CLIP extra credit"""
+        return ev.accuracy
+
+
+class _Shapes(Assignment):
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        labels = self.heldout.labels(self.name)
+        answers = answer_list(sandbox, len(labels["labels"]))
+        correct = [isinstance(a, int) and not isinstance(a, bool) and a == t
+                   for a, t in zip(answers, labels["labels"], strict=True)]
+        classes = [labels["classes"][t] for t in labels["labels"]]
+        return Evaluation(float(np.mean(correct)), len(correct), table_from(classes, correct, labels["classes"]),
+                          "class")
+
+
+class Fusion(_Shapes):
+    name = "fusion"
+    title = "Fusion: cubes or spheres from RGB + LiDAR"
+    modules = ("fusion.py",)
+    predict = "homework.fusion.predict()"
+    self_check = "python -m homework.fusion test --checkpoint homework/checkpoints/fusion"
+    input_files = ("rgb.npy", "ranges.npy")
+
+    @case(rubric.FUSION)
+    def accuracy(self, ev: Evaluation) -> float:
+        """Fusion accuracy on held-out cubes and spheres"""
+        return ev.accuracy
+
+
+class CILP(_Shapes):
+    name = "cilp"
+    title = "CILP: cubes or spheres from RGB alone"
+    modules = ("cilp.py",)
+    predict = "homework.cilp.predict()"
+    self_check = "python -m homework.cilp test --checkpoint homework/checkpoints/cilp"
+    input_files = ("rgb.npy",)
+
+    @case(rubric.CILP)
+    def accuracy(self, ev: Evaluation) -> float:
+        """CILP RGB-only accuracy on held-out cubes and spheres"""
+        return ev.accuracy
+
+
+class SimCLR(Assignment):
+    name = "simclr"
+    title = "SimCLR: a linear probe counts the balls"
+    modules = ("simclr.py",)
+    predict = "homework.simclr.embed()"
+    self_check = "python -m homework.simclr probe"
+    max_features = 65536
+
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        import io
+
+        from grader.probe import probe_predictions
+
+        labels = self.heldout.labels("simclr")
+        counts, n_train = np.array(labels["num_balls"]), labels["num_train"]
+        data = read_out_file(sandbox, "answers.npy")
+        try:
+            features = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as e:  # any malformed file is the submission's
+            raise AnswersError(f"its features file cannot be read as a plain .npy array ({str(e)[:80]})") from None
+        if features.ndim != 2 or len(features) != len(counts) or not 1 <= features.shape[1] <= self.max_features:
+            raise AnswersError(f"embed() gave features of shape {features.shape}; expected ({len(counts)}, D) "
+                               f"with D at most {self.max_features}")
+        if features.dtype.kind not in "fiu":
+            raise AnswersError(f"embed() gave features of dtype {features.dtype}, not numbers")
+        features = features.astype(np.float64)
+        if not np.isfinite(features).all():
+            raise AnswersError("embed() gave features with NaN or infinite values")
+        predicted = probe_predictions(features[:n_train], counts[:n_train] - 1, features[n_train:])
+        truth = counts[n_train:] - 1
+        correct = (predicted == truth).tolist()
+        groups = [f"{c} ball{'s' if c > 1 else ''}" for c in counts[n_train:]]
+        return Evaluation(float(np.mean(correct)), len(correct), table_from(groups, correct, ["1 ball", "2 balls",
+                                                                                              "3 balls"]),
+                          "videos of")
+
+    @case(rubric.SIMCLR)
+    def probe_accuracy(self, ev: Evaluation) -> float:
+        """SimCLR linear-probe accuracy on held-out videos"""
+        return ev.accuracy
+
+
+ASSIGNMENTS: dict[str, type[Assignment]] = {a.name: a for a in (VLM, CLIP, Fusion, CILP, SimCLR)}
+
+
+def parse_only(only: str | None) -> list[str]:
+    """`--only vlm,clip` -> ["vlm", "clip"] in the kit's order; all of them when not given."""
+    if only is None or str(only).strip() == "":
+        return list(ASSIGNMENTS)
+    names = [n.strip().lower() for n in str(only).split(",") if n.strip()]
+    unknown = [n for n in names if n not in ASSIGNMENTS]
+    if unknown or not names:
+        raise SystemExit(f"error: --only takes a comma-separated list of {', '.join(ASSIGNMENTS)}; "
+                         f"got {only!r}")
+    return [n for n in ASSIGNMENTS if n in names]
+
+
+# ----------------------------------------------------------------------------------------------
+# Stubs: what "not implemented" looks like in a submission
+# ----------------------------------------------------------------------------------------------
+
+_STUB = re.compile(r"^\s*raise NotImplementedError\b")
+
+
+def stubs(homework: Path, modules: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(file, line) of each line of MODULES that still raises NotImplementedError: the starter's stubs."""
+    found = []
+    for module in modules:
+        path = homework / module
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 2**20:
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if _STUB.match(line):
+                found.append((module, number))
+    return found
+
+
+def credit_message(threshold: rubric.Threshold, accuracy: float, points: float) -> tuple[str, str]:
+    """(status, feedback) for an accuracy."""
+    if points >= threshold.points:
+        return "passed", f"accuracy {accuracy:.1%}: full {'extra credit' if threshold.extra_credit else 'marks'} " \
+                         f"(from {threshold.high:.0%})"
+    if points <= 0:
+        if threshold.extra_credit:
+            return "failed", f"accuracy {accuracy:.1%}; extra credit starts above {threshold.low:.0%}"
+        return "failed", f"accuracy {accuracy:.1%}, at or below {threshold.low:.0%} where credit starts"
+    return "partial", f"accuracy {accuracy:.1%}: credit grows from {threshold.low:.0%} to full at " \
+                      f"{threshold.high:.0%}"
+
+
+def describe_failure(assignment: type[Assignment], stage: str) -> str:
+    return {"import": "importing homework", "load": f"homework.load_{assignment.name}()",
+            "predict": assignment.predict}.get(stage, stage)
+
+
+def interpret_status(assignment: type[Assignment], status: dict, memory_mb: int) -> tuple[str, str]:
+    """(status, one-line message) for a child that reported an error."""
+    stage = describe_failure(assignment, str(status.get("stage", "")))
+    error = str(status.get("error", "error"))[:60]
+    message = str(status.get("message", ""))[:400]
+    module = status.get("module")
+    if error == "ModuleNotFoundError" and isinstance(module, str) and module.startswith("homework."):
+        file = module.split(".", 1)[1].replace(".", "/") + ".py"
+        return "not_implemented", f"not implemented: homework/{file} is missing"
+    if error == "AttributeError" and message == f"homework/__init__.py has no load_{assignment.name}()":
+        return "not_implemented", f"not implemented: {message}"
+    if error == "MemoryError":
+        return "memory", f"ran out of memory in {stage} (the limit is {memory_mb} MB of address space)"
+    if error == "NotImplementedError":
+        return "not_implemented", f"not implemented: {stage} raised NotImplementedError({message!r})"
+    if error == "SystemExit":
+        return "error", f"{stage} stopped: {message.removeprefix('error: ')}"
+    return "error", f"{stage} raised {error}: {message}"

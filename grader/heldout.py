@@ -1,0 +1,287 @@
+"""Held-out sets: generated from the grading seed with the kit's own worlds, cached by seed.
+
+    CACHE/<seed>/             (CACHE/<seed>-<size>/ for the quick and tiny sizes)
+      kart/world/heldout/     kart frames, info files, QA pairs and caption sets (labels!)
+      kart/vlm/inputs/        questions.json + images/        what the VLM child sees
+      kart/vlm/labels.json    the answers and question families
+      kart/clip/inputs/       sets.json (image, candidates) + images/
+      kart/clip/labels.json   the index of the true caption, and its template
+      shapes/world/           the cubes-and-spheres dataset (its folders name the classes)
+      shapes/inputs/          rgb.npy, ranges.npy in a shuffled order
+      shapes/labels.json      0 cube, 1 sphere, in that order
+      balls/world/            probe_train/ and probe_test/ ball videos with their counts
+      balls/inputs/videos.npy probe-train videos, then probe-test videos
+      balls/labels.json       ball counts and how many videos are probe-train
+
+Each part is made once per seed and size, under a lock, and marked complete by `done.json`
+only when it is whole; a part without it is made again. The world seeds are derived from the
+grading seed by hashing, and are never one of the seeds the kit trains on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grader import rubric
+
+VERSION = 1
+PARTS = {"vlm": "kart", "clip": "kart", "fusion": "shapes", "cilp": "shapes", "simclr": "balls"}
+KART_VIEWS = 10  # views per frame, as in the kit's training splits
+KART_SPLIT = "heldout"
+
+
+def training_seeds() -> set[int]:
+    """Every world seed the kit's own splits use; a held-out seed is never one of them."""
+    from worlds import balls, kart
+
+    return set(kart.SPLIT_SEEDS.values()) | set(balls.SPLIT_SEEDS.values()) | {0}
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A world seed for one part of the held-out data, from the grading seed."""
+    avoid = training_seeds()
+    salt = 0
+    while True:
+        digest = hashlib.sha256(f"kart-kit-grader/{seed}/{name}/{salt}".encode()).digest()
+        value = int.from_bytes(digest[:4], "big") % 2_000_000_000
+        if value not in avoid:
+            return value
+        salt += 1
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kart-kit-grader"
+
+
+def parse_seed(value) -> int:
+    """A grading seed from --seed or GRADER_SEED: a non-negative integer."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise SystemExit(f"error: the grading seed must be a non-negative integer, got {value!r}")
+    return int(text)
+
+
+@dataclass
+class Heldout:
+    """One seed's held-out sets on disk."""
+
+    root: Path
+    seed: int
+    size: str
+
+    @property
+    def sizes(self) -> rubric.HeldoutSizes:
+        return rubric.HELDOUT_SIZES[self.size]
+
+    def part(self, assignment: str) -> Path:
+        return self.root / PARTS[assignment]
+
+    def inputs(self, assignment: str) -> Path:
+        """The folder whose copy the assignment's child gets: inputs, never labels."""
+        part = self.part(assignment)
+        return part / assignment / "inputs" if PARTS[assignment] == "kart" else part / "inputs"
+
+    def labels(self, assignment: str) -> dict:
+        part = self.part(assignment)
+        path = part / assignment / "labels.json" if PARTS[assignment] == "kart" else part / "labels.json"
+        return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation: one function per world, each runnable in its own process
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Swallow the worlds' prints and progress bars (they go to stdout and stderr)."""
+    if not enabled:
+        yield
+        return
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+def _make_kart(part: str, seed: int, frames: int, quiet: bool) -> None:
+    from generate_qa import generate as generate_qa
+    from homework.generate_captions import generate as generate_captions
+    from worlds.kart import generate as generate_world
+
+    world = str(Path(part) / "world")
+    with _quiet(quiet):
+        generate_world(split=KART_SPLIT, num_frames=frames, seed=derived_seed(seed, "kart"), data_dir=world,
+                       num_views=KART_VIEWS, workers=1, overwrite=True)
+        generate_qa(split=KART_SPLIT, data_dir=world, seed=derived_seed(seed, "kart-balance"))
+        generate_captions(split=KART_SPLIT, data_dir=world, seed=derived_seed(seed, "kart-captions"))
+
+
+def _make_shapes(part: str, seed: int, per_class: int, quiet: bool) -> None:
+    from worlds.shapes import make_dataset
+
+    with _quiet(quiet):
+        make_dataset(num_samples=per_class, seed=derived_seed(seed, "shapes"), data_dir=str(Path(part) / "world"),
+                     workers=1, overwrite=True, quiet=True)
+
+
+def _make_balls(part: str, seed: int, split: str, num_videos: int, quiet: bool) -> None:
+    from worlds.balls import generate
+
+    with _quiet(quiet):
+        generate(split=split, num_videos=num_videos, seed=derived_seed(seed, f"balls-{split}"),
+                 data_dir=str(Path(part) / "world"), overwrite=True)
+
+
+def _copy_images(world: Path, files: list[str], inputs: Path) -> list[str]:
+    """Copy the pictures into INPUTS/images; their names inside the inputs."""
+    (inputs / "images").mkdir(parents=True, exist_ok=True)
+    names = []
+    for f in files:
+        name = f"images/{Path(f).name}"
+        if not (inputs / name).exists():
+            shutil.copyfile(world / f, inputs / name)
+        names.append(name)
+    return names
+
+
+def _finish_kart(part: Path, seed: int, sizes: rubric.HeldoutSizes) -> None:
+    from generate_qa import question_family
+
+    world = part / "world"
+    pairs = json.loads((world / KART_SPLIT / "balanced_qa_pairs.json").read_text())
+    rng = np.random.default_rng(derived_seed(seed, "vlm-sample"))
+    pick = sorted(rng.choice(len(pairs), min(sizes.vlm_questions, len(pairs)), replace=False).tolist())
+    pairs = [pairs[i] for i in pick]
+    inputs = part / "vlm" / "inputs"
+    images = _copy_images(world, [p["image_file"] for p in pairs], inputs)
+    (inputs / "questions.json").write_text(json.dumps(
+        [{"image": im, "question": p["question"]} for im, p in zip(images, pairs, strict=True)], indent=1))
+    (part / "vlm" / "labels.json").write_text(json.dumps(
+        {"answers": [p["answer"] for p in pairs], "families": [question_family(p["question"]) for p in pairs],
+         "questions": [p["question"] for p in pairs]}, indent=1))
+
+    sets = json.loads((world / KART_SPLIT / "all_mc_qas.json").read_text())
+    rng = np.random.default_rng(derived_seed(seed, "clip-sample"))
+    pick = sorted(rng.choice(len(sets), min(sizes.clip_sets, len(sets)), replace=False).tolist())
+    sets = [sets[i] for i in pick]
+    inputs = part / "clip" / "inputs"
+    images = _copy_images(world, [s["image_file"] for s in sets], inputs)
+    (inputs / "sets.json").write_text(json.dumps(
+        [{"image": im, "candidates": s["candidates"]} for im, s in zip(images, sets, strict=True)], indent=1))
+    (part / "clip" / "labels.json").write_text(json.dumps(
+        {"correct": [int(s["correct_index"]) for s in sets], "templates": [s.get("template", "other") for s in sets]},
+        indent=1))
+
+
+def _finish_shapes(part: Path, seed: int) -> None:
+    from worlds import shapes
+
+    world = part / "world"
+    ids = json.loads((world / "splits.json").read_text())
+    ids = sorted(ids["train"] + ids["val"])
+    order = np.random.default_rng(derived_seed(seed, "shapes-order")).permutation(len(ids))
+    pairs = [shapes.load_pair(world, ids[i]) for i in order]
+    inputs = part / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    np.save(inputs / "rgb.npy", np.stack([p[0] for p in pairs]).astype(np.uint8), allow_pickle=False)
+    np.save(inputs / "ranges.npy", np.stack([p[1] for p in pairs]).astype(np.float32), allow_pickle=False)
+    labels = [shapes.CLASSES.index(ids[i].split("/")[0]) for i in order]
+    (part / "labels.json").write_text(json.dumps({"labels": labels, "classes": list(shapes.CLASSES)}))
+
+
+def _finish_balls(part: Path) -> None:
+    from worlds import balls
+
+    train = balls.load_split("probe_train", str(part / "world"))
+    test = balls.load_split("probe_test", str(part / "world"))
+    inputs = part / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    np.save(inputs / "videos.npy", np.concatenate([train["videos"], test["videos"]]).astype(np.uint8),
+            allow_pickle=False)
+    counts = np.concatenate([train["num_balls"], test["num_balls"]]).astype(int).tolist()
+    (part / "labels.json").write_text(json.dumps({"num_balls": counts, "num_train": len(train["num_balls"])}))
+
+
+def _record(seed: int, size: str, part: str) -> dict:
+    names = {"kart": ["kart", "kart-balance", "kart-captions", "vlm-sample", "clip-sample"],
+             "shapes": ["shapes", "shapes-order"], "balls": ["balls-probe_train", "balls-probe_test"]}[part]
+    return {"version": VERSION, "seed": seed, "size": size, "sizes": asdict(rubric.HELDOUT_SIZES[size]),
+            "world_seeds": {n: derived_seed(seed, n) for n in names}}
+
+
+def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
+            assignments: tuple[str, ...] = tuple(PARTS), workers: int | None = None, verbose: bool = False,
+            log=print) -> Heldout:
+    """The held-out sets of ASSIGNMENTS for SEED, generated (in up to WORKERS processes) if they
+    are not cached yet."""
+    if size not in rubric.HELDOUT_SIZES:
+        raise SystemExit(f"error: --size must be one of {', '.join(rubric.HELDOUT_SIZES)}, got {size!r}")
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    here = root / (str(seed) if size == "full" else f"{seed}-{size}")
+    here.mkdir(exist_ok=True)
+    here.chmod(0o700)  # the labels are here: not for other users of the machine
+    heldout = Heldout(here, seed, size)
+    parts = sorted({PARTS[a] for a in assignments})
+    with open(root / f".{here.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        todo = []
+        for part in parts:
+            done = here / part / "done.json"
+            if done.is_file() and json.loads(done.read_text()) == _record(seed, size, part):
+                continue
+            shutil.rmtree(here / part, ignore_errors=True)
+            (here / part).mkdir()
+            todo.append(part)
+        if todo:
+            _generate(heldout, todo, workers, verbose, log)
+    return heldout
+
+
+def _generate(heldout: Heldout, parts: list[str], workers: int | None, verbose: bool, log) -> None:
+    seed, sizes, started = heldout.seed, heldout.sizes, time.time()
+    log(f"generating held-out data for seed {seed} ({', '.join(parts)}; {heldout.size} size, first time "
+        f"only) in {heldout.root}")
+    jobs = []  # slowest first, so that two workers finish together
+    if "balls" in parts:
+        part = str(heldout.root / "balls")
+        jobs += [(_make_balls, part, seed, "probe_train", sizes.balls_train, not verbose),
+                 (_make_balls, part, seed, "probe_test", sizes.balls_test, not verbose)]
+    if "kart" in parts:
+        jobs.append((_make_kart, str(heldout.root / "kart"), seed, sizes.kart_frames, not verbose))
+    if "shapes" in parts:
+        jobs.append((_make_shapes, str(heldout.root / "shapes"), seed, sizes.shapes_per_class, not verbose))
+    if workers is None:  # separate processes pay for their start-up only on the larger sets
+        workers = 1 if heldout.size == "tiny" else min(2, os.cpu_count() or 1)
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        for fn, *args in jobs:
+            fn(*args)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(fn, *args) for fn, *args in jobs]:
+                future.result()
+    if "kart" in parts:
+        _finish_kart(heldout.root / "kart", seed, sizes)
+    if "shapes" in parts:
+        _finish_shapes(heldout.root / "shapes", seed)
+    if "balls" in parts:
+        _finish_balls(heldout.root / "balls")
+    for part in parts:
+        (heldout.root / part / "done.json").write_text(json.dumps(_record(seed, heldout.size, part), indent=1))
+    log(f"held-out data ready in {time.time() - started:.0f} s")

@@ -1,0 +1,90 @@
+"""The grader's numbers, in one place: points and accuracy thresholds, time and memory limits,
+the submission size limit, and the sizes of the held-out sets.
+
+Everything else (bundle.py, the archive checks, the cases, the README) reads them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------------------------
+# Points: credit grows linearly with accuracy between `low` (no credit) and `high` (full credit)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    points: float  # credit at or above `high`
+    low: float  # accuracy at or below which the case gives 0
+    high: float  # accuracy from which the case gives all its points
+    extra_credit: bool = False  # extra credit counts in the total but not in the maximum
+
+    def credit(self, accuracy: float) -> float:
+        """Points for an accuracy in [0, 1]: 0 up to `low`, linear to `points` at `high`."""
+        fraction = (accuracy - self.low) / (self.high - self.low)
+        return round(self.points * min(1.0, max(0.0, fraction)), 2)
+
+
+VLM = Threshold(points=50, low=0.00, high=0.70)
+VLM_EXTRA = Threshold(points=5, low=0.80, high=0.85, extra_credit=True)
+CLIP = Threshold(points=50, low=0.20, high=0.70)
+CLIP_EXTRA = Threshold(points=5, low=0.80, high=0.85, extra_credit=True)
+FUSION = Threshold(points=25, low=0.50, high=0.95)
+CILP = Threshold(points=25, low=0.50, high=0.95)
+SIMCLR = Threshold(points=25, low=0.33, high=0.90)  # linear-probe accuracy, 3 classes (chance 33%)
+
+# ----------------------------------------------------------------------------------------------
+# Limits of one child process (one assignment of one submission)
+# ----------------------------------------------------------------------------------------------
+
+# Wall-clock seconds to import the submission, load its model and answer everything. The
+# reference takes about a sixth of this on a busy 2-core CPU (see the README's Grading section).
+TIMEOUT_S = {"vlm": 300, "clip": 300, "fusion": 120, "cilp": 120, "simclr": 180}
+# Address space (RLIMIT_AS). torch maps far more than it touches: a child that imports it maps
+# about 3 GB, and the reference VLM child peaks near 4 GB of address space.
+MEMORY_MB = 8192
+FILE_SIZE_MB = 512  # largest file a child may write (its log included)
+THREADS = 1  # torch threads per child (`--threads`); the grader runs one child at a time
+ANSWERS_MAX_MB = 64  # the parent refuses a larger answers file without reading it
+
+# ----------------------------------------------------------------------------------------------
+# Submissions
+# ----------------------------------------------------------------------------------------------
+
+SIZE_LIMIT_MB = 50  # a zip (or homework/ folder) larger than this is refused
+TOP_FOLDER = "homework"  # a zip holds this one folder and nothing beside it
+MAX_ENTRIES = 2000  # files and folders in a zip
+MAX_UNPACKED_MB = 150  # total size of a zip's files once unpacked
+MAX_RATIO = 100  # largest unpacked / packed size of a zip, and of any entry over 1 MB
+
+# ----------------------------------------------------------------------------------------------
+# Held-out data
+# ----------------------------------------------------------------------------------------------
+
+# Public, for self-checks; a course grades with its own private --seed (or GRADER_SEED).
+DEFAULT_SEED = 20250
+SEED_ENV = "GRADER_SEED"
+
+
+@dataclass(frozen=True)
+class HeldoutSizes:
+    kart_frames: int  # race moments of 10 views each, for the VLM and CLIP sets
+    vlm_questions: int  # questions drawn from the balanced question-answer pairs
+    clip_sets: int  # multiple-choice caption sets (one per view at most)
+    shapes_per_class: int  # cubes, and as many spheres
+    balls_train: int  # videos the grader's linear probe is fit on
+    balls_test: int  # videos it is scored on
+
+
+HELDOUT_SIZES = {
+    # what grades count: about 3 minutes for the reference on a 2-core CPU, generation included
+    "full": HeldoutSizes(kart_frames=60, vlm_questions=600, clip_sets=400, shapes_per_class=500,
+                         balls_train=150, balls_test=150),
+    # a faster self-check with noisier scores
+    "quick": HeldoutSizes(kart_frames=20, vlm_questions=200, clip_sets=120, shapes_per_class=100,
+                          balls_train=90, balls_test=90),
+    # the kit's own tests: seconds, and scores that mean little
+    "tiny": HeldoutSizes(kart_frames=3, vlm_questions=30, clip_sets=20, shapes_per_class=20,
+                         balls_train=12, balls_test=12),
+}
