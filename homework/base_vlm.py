@@ -38,6 +38,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from worlds.kart import KARTS, TRACKS
+
 KIT_ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE_DIR = KIT_ROOT / "data" / "base_vlm"
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -141,8 +143,10 @@ class ConvVisionEncoder(nn.Module):
         self.grid = (h, w)
         self.position = nn.Parameter(torch.zeros(1, h * w, c4))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.stages(pixel_values)  # (B, C, h, w)
+    def forward(self, pixel_values: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, 3, H, W) pictures -> (B, h*w, C) tokens. With `start` > 0, the input is instead the
+        activation entering block `start` of `stages` (fine-tuning caches the frozen blocks' output)."""
+        x = self.stages[start:](pixel_values)  # (B, C, h, w)
         if tuple(x.shape[-2:]) != self.grid:
             raise ValueError(f"pictures must be {tuple(self.grid)} cells after the encoder, got {tuple(x.shape[-2:])}; "
                              f"resize them to {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]}")
@@ -483,11 +487,87 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
+# The vision tower is pretrained first, on its own, as a SigLIP tower is before a SmolVLM is
+# assembled: here on facts a picture shows (which kart is the ego, the track, which karts are there,
+# how many on each side). Pretrained only through the decoder's descriptions, it never learned to
+# tell karts apart (measured: the ego named right at chance after 2,500 steps, while the encoder
+# alone learns it in 300). The head below is thrown away after this stage.
+FACT_CLASSES = {"ego": len(KARTS), "track": len(TRACKS), "karts": 10, "left": 10, "right": 10, "front": 10, "back": 10}
+
+
+def view_facts(view) -> tuple[dict[str, int], list[str]]:
+    """A view's facts as class indices (-100 where the picture does not show it clearly), and the
+    names of the karts in it that can be told apart."""
+    from generate_qa import depth, side
+
+    facts = dict.fromkeys(FACT_CLASSES, -100)
+    facts["track"] = list(TRACKS).index(view.track)
+    ego = view.ego
+    if ego is None:
+        return facts, []
+    counted = [k for k in view.others if not k.tiny]
+    facts["ego"] = list(KARTS).index(ego.name)
+    if not ego.hidden and not any(k.hidden or k.tiny for k in view.others):
+        top = FACT_CLASSES["karts"] - 1
+        facts["karts"] = min(len(counted) + 1, top)
+        sides, depths = [side(k, ego) for k in counted], [depth(k, ego) for k in counted]
+        if all(sides):
+            facts["left"], facts["right"] = min(sides.count("left"), top), min(sides.count("right"), top)
+        if all(depths):
+            facts["front"], facts["back"] = min(depths.count("front"), top), min(depths.count("back"), top)
+    return facts, [ego.name] + [k.name for k in counted if not k.hidden]
+
+
+class FactsHead(nn.Module):
+    """One linear layer from all image tokens to every fact's logits, and one logit per kart
+    for "is it in the picture"."""
+
+    def __init__(self, num_tokens: int, channels: int, num_karts: int = 17):
+        super().__init__()
+        self.num_karts = num_karts
+        self.linear = nn.Linear(num_tokens * channels, sum(FACT_CLASSES.values()) + num_karts)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        out = self.linear(tokens.flatten(1))  # (B, N*C) -> (B, classes)
+        logits = dict(zip(FACT_CLASSES, out[:, :-self.num_karts].split(list(FACT_CLASSES.values()), dim=1), strict=True))
+        return logits, out[:, -self.num_karts:]
+
+
+def facts_loss(logits: dict[str, torch.Tensor], present_logits: torch.Tensor, facts: dict[str, torch.Tensor],
+               present: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per fact (unknown ones ignored) plus binary cross-entropy per kart."""
+    from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+
+    loss = binary_cross_entropy_with_logits(present_logits, present)
+    for name, target in facts.items():
+        if (target >= 0).any():
+            loss = loss + cross_entropy(logits[name], target, ignore_index=-100)
+    return loss
+
+
+def _save_state(path: Path, **state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _load_state(path: Path, settings: dict, resume: bool) -> dict | None:
+    if not (resume and path.exists()):
+        return None
+    state = torch.load(path, weights_only=True)
+    if state["settings"] != json.loads(json.dumps(settings)):
+        print(f"not resuming: {path} was made with other settings")
+        return None
+    print(f"resuming from {path} at step {int(state['step'])}")
+    return state
+
+
 def pretrain(
     output_dir: str = str(TINY_BASE_DIR),
     split: str = "pretrain",
     data_dir: str = "data",
-    max_steps: int = 2500,
+    vision_steps: int = 600,
+    max_steps: int = 2000,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,
@@ -498,20 +578,23 @@ def pretrain(
 ) -> None:
     """Pretrain the kit's tiny base from scratch to describe kart scenes, deterministically.
 
-    Resumable: a state is saved in RUN_DIR every 200 steps, and a new run with the same
-    settings continues from it. The finished model, its tokenizer, its fingerprint and its
+    Two stages: the vision tower alone learns the facts a picture shows (VISION_STEPS), then,
+    with the tower frozen, the connector and the decoder learn to describe the picture in words
+    (MAX_STEPS). Resumable: a state is saved in RUN_DIR every 200 steps, and a new run with the
+    same settings continues from it. The finished model, its tokenizer, its fingerprint and its
     pretraining config go to OUTPUT_DIR.
 
     Args:
         output_dir: where the finished base goes (default: the kit's data/base_vlm).
         split: the kart split to describe (its own seed; never the assignment's train split).
         data_dir: root folder of the data.
-        max_steps: optimisation steps.
+        vision_steps: optimisation steps of the vision tower's own stage.
+        max_steps: optimisation steps of the description stage.
         batch_size: views per step.
-        learning_rate: peak AdamW learning rate (warm-up, then cosine to a tenth).
+        learning_rate: peak AdamW learning rate of both stages (warm-up, then cosine to a tenth).
         seed: seed of the weights, the batches and the order of statements.
         run_dir: where resumable states are kept.
-        resume: continue from RUN_DIR's state if its settings match.
+        resume: continue from RUN_DIR's states if their settings match.
         overwrite: replace an existing OUTPUT_DIR.
         threads: CPU threads (default: torch's choice). Bytes are identical run to run for the
             same thread count; another count changes the float rounding.
@@ -522,10 +605,11 @@ def pretrain(
 
     if threads is not None:
         torch.set_num_threads(_check_positive_int("threads", threads))
-
-    for name, value in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
-            _fail(f"--{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, got {value!r}")
+    for name, value in (("vision_steps", vision_steps), ("max_steps", max_steps), ("batch_size", batch_size),
+                        ("seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in ("max_steps", "batch_size") else 0):
+            _fail(f"--{name} must be a {'positive' if name in ('max_steps', 'batch_size') else 'non-negative'} "
+                  f"integer, got {value!r}")
     if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
         _fail(f"--learning_rate must be a positive number, got {learning_rate!r}")
     out = Path(output_dir)
@@ -535,55 +619,98 @@ def pretrain(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     split_dir = ensure_world(str(split), str(data_dir))
-    # (picture path, statements) for every view
-    samples = [(str(Path(data_dir) / image_file), describe(view)) for image_file, view in split_views(split_dir)]
-    if not samples:
+    views = [(str(Path(data_dir) / image_file), view) for image_file, view in split_views(split_dir)]
+    if not views:
         _fail(f"no pictures in {split_dir}")
-    pictures = PictureCache([s[0] for s in samples], desc=str(split))
+    paths = [p for p, _ in views]
+    pictures = PictureCache(paths, desc=str(split))
     tokenizer = build_tokenizer()
     model = KartVLMForConditionalGeneration(tiny_config(len(tokenizer)))
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    settings = {"split": str(split), "num_samples": len(samples), "max_steps": max_steps, "batch_size": batch_size,
-                "learning_rate": learning_rate, "seed": seed, "threads": torch.get_num_threads()}
+    settings = {"split": str(split), "num_samples": len(views), "vision_steps": vision_steps, "max_steps": max_steps,
+                "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                "threads": torch.get_num_threads()}
+    run, start = Path(run_dir), time.time()
 
-    run, step, losses = Path(run_dir), 0, []
-    state_file = run / "state.pt"
-    if resume and state_file.exists():
-        state = torch.load(state_file, weights_only=True)
-        if state["settings"] == json.loads(json.dumps(settings)):
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            step, losses = int(state["step"]), list(state["losses"])
-            print(f"resuming from {state_file} at step {step}")
-        else:
-            print(f"not resuming: {state_file} was made with other settings")
+    # Stage 1: the vision tower and a throwaway linear head learn the pictures' facts.
+    facts = [view_facts(v) for _, v in views]
+    fact_targets = {name: torch.tensor([f[name] for f, _ in facts]) for name in FACT_CLASSES}  # (N,) each
+    present = torch.zeros(len(views), len(KARTS))  # (N, karts)
+    for i, (_, names) in enumerate(facts):
+        present[i, [list(KARTS).index(n) for n in names]] = 1.0
+    head = FactsHead(model.num_image_tokens, model.config.vision_channels[-1], len(KARTS))
+    vision_params = list(model.vision.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(vision_params, lr=learning_rate, weight_decay=0.01)
+    step, losses = 0, []
+    state = _load_state(run / "vision.pt", settings, resume)
+    if state:
+        model.vision.load_state_dict(state["vision"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        step, losses = int(state["step"]), list(state["losses"])
+    bar = tqdm(total=vision_steps, initial=step, desc="pretrain vision", unit="step")
+    model.vision.train()
+    while step < vision_steps:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, vision_steps, learning_rate, warmup=min(100, vision_steps // 10 + 1))
+        rows = np.random.default_rng([seed, 1, step]).choice(len(views), batch_size, replace=False)
+        logits, present_logits = head(model.vision(pictures.batch([paths[i] for i in rows])))
+        loss = facts_loss(logits, present_logits, {n: t[rows] for n, t in fact_targets.items()}, present[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vision_params, 1.0)
+        opt.step()
+        losses.append(float(loss))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        if step % 200 == 0 or step == vision_steps:
+            _save_state(run / "vision.pt", vision=model.vision.state_dict(), head=head.state_dict(),
+                        optimizer=opt.state_dict(), step=step, losses=losses, settings=settings)
+    bar.close()
+    vision_loss = float(np.mean(losses[-100:])) if losses else None
 
+    # Stage 2: the tower's convolutions are frozen, so their output for each picture is computed
+    # once; the connector and the decoder learn to describe it, and the tower's position embedding
+    # learns where each token is (without it, the decoder could not tell which kart is the ego:
+    # measured, the ego named at chance after 400 steps while the track was right 98% of the time).
+    model.vision.stages.requires_grad_(False)
+    model.vision.eval()
+    after = len(model.vision.stages)  # model.vision(x, start=after) adds only the position embedding
+    with torch.no_grad():
+        features = torch.cat([model.vision.stages(pictures.batch(paths[i:i + 256]))
+                              for i in tqdm(range(0, len(paths), 256), desc="vision features", unit="batch")])
+    statements = [describe(v) for _, v in views]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    step, losses = 0, []
+    state = _load_state(run / "describe.pt", settings, resume)
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, losses = int(state["step"]), list(state["losses"])
     model.train()
-    bar = tqdm(total=max_steps, initial=step, desc="pretrain", unit="step")
-    start = time.time()
+    bar = tqdm(total=max_steps, initial=step, desc="pretrain descriptions", unit="step")
     while step < max_steps:
         # The batch and the statement order depend only on (seed, step): resuming repeats nothing.
         rng = np.random.default_rng([seed, step])
-        chosen = [samples[i] for i in rng.choice(len(samples), batch_size, replace=False)]
-        targets = [" . ".join(c[j] for j in rng.permutation(len(c))) for _, c in chosen]
+        rows = rng.choice(len(views), batch_size, replace=False)
+        targets = [" . ".join(statements[i][j] for j in rng.permutation(len(statements[i]))) for i in rows]
         ids, mask, labels = text_batch(tokenizer, [DESCRIBE_PROMPT] * batch_size, targets)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, max_steps, learning_rate, warmup=200)
-        loss = model(pixel_values=pictures.batch([p for p, _ in chosen]), input_ids=ids, attention_mask=mask,
-                     labels=labels).loss
+        vision = model.vision(features[rows], start=after)  # (B, N, C)
+        loss = model(vision_features=vision, input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # early steps of a fresh model spike
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # early steps of a fresh model spike
         opt.step()
         losses.append(float(loss))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         if step % 200 == 0 or step == max_steps:
-            run.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "losses": losses,
-                        "settings": settings}, state_file.with_suffix(".tmp"))
-            os.replace(state_file.with_suffix(".tmp"), state_file)
+            _save_state(run / "describe.pt", model=model.state_dict(), optimizer=opt.state_dict(), step=step, losses=losses,
+                        settings=settings)
     bar.close()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -591,8 +718,9 @@ def pretrain(
     tokenizer.save_pretrained(out)
     fingerprint = weights_fingerprint(model)
     (out / FINGERPRINT_FILE).write_text(fingerprint + "\n")
-    (out / "pretrain_config.json").write_text(json.dumps({**settings, "final_loss": float(np.mean(losses[-100:])),
-                                                          "seconds_this_run": round(time.time() - start, 1)}, indent=1))
+    (out / "pretrain_config.json").write_text(json.dumps(
+        {**settings, "final_vision_loss": vision_loss, "final_loss": float(np.mean(losses[-100:])),
+         "seconds_this_run": round(time.time() - start, 1)}, indent=1))
     print(f"wrote the base to {out} (fingerprint {fingerprint[:12]}, loss {np.mean(losses[-100:]):.4f})")
 
 

@@ -40,35 +40,42 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def add_lora(model, rank: int = 16, alpha: int = 32):
+def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
     """Wrap a base model with LoRA adapters on the decoder's attention and MLP projections.
 
-    Three small modules are trained in full too (peft's modules_to_save): the token embeddings
+    Some small modules are trained in full too (peft's modules_to_save): the token embeddings
     and the output layer, because the question words and some answer words (kart names) were
-    never told apart in the base's pretraining, and the connector, so that the fine-tuned model
-    can re-read the frozen vision features."""
+    never told apart in the base's pretraining; the connector, so that the fine-tuned model
+    can re-read the vision features; and the vision encoder's last `vision_blocks` blocks,
+    because the base's features do not keep what the questions need (which kart the ego is)."""
     from peft import LoraConfig, get_peft_model
 
     # BEGIN SOLUTION (hint: a peft LoraConfig on the attention and MLP projections, then get_peft_model)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                        modules_to_save=["embed_tokens", "connector", "lm_head"] if hasattr(model, "num_image_tokens") else None)
+    save = None
+    if hasattr(model, "num_image_tokens"):  # the kit's own base
+        num_blocks = len(model.vision.stages)
+        save = ["embed_tokens", "connector", "lm_head"]
+        save += [f"vision.stages.{i}" for i in range(num_blocks - vision_blocks, num_blocks)]
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS, modules_to_save=save)
     return get_peft_model(model, config)
     # END SOLUTION
 
 
 @torch.no_grad()
-def cache_vision_features(model, pictures: PictureCache, batch_size: int = 128) -> torch.Tensor:
-    """(N, num_image_tokens, C) vision-encoder features of every cached picture, in float16 to halve the memory."""
+def cache_vision_features(model, pictures: PictureCache, start: int, batch_size: int = 128) -> torch.Tensor:
+    """The activations of every cached picture entering block `start` of the vision encoder
+    (N, C, h, w), in float16 to halve the memory. The blocks before `start` must be frozen."""
     from tqdm import tqdm
 
-    trained = [n for n, p in model.named_parameters() if p.requires_grad and ".vision." in n]
+    frozen = model.vision.stages[:start]
+    trained = [n for n, p in frozen.named_parameters() if p.requires_grad]
     if trained:
-        raise ValueError(f"the vision encoder is being trained ({trained[0]}), so its features cannot be cached")
+        raise ValueError(f"vision block {trained[0]} is being trained, so its output cannot be cached")
     model.eval()
     paths = list(pictures.index)
     chunks = []
     for i in tqdm(range(0, len(paths), batch_size), desc="vision features", unit="batch", mininterval=1):
-        chunks.append(model.vision(pictures.batch(paths[i:i + batch_size])).half())
+        chunks.append(frozen(pictures.batch(paths[i:i + batch_size])).half())
     return torch.cat(chunks)
 
 
@@ -132,10 +139,12 @@ def train(
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     lora_rank: int = 16,
+    vision_blocks: int = 0,
     seed: int = 0,
     eval_every: int = 250,
     eval_samples: int = 500,
     overwrite: bool = False,
+    threads: int | None = None,
 ) -> None:
     """Fine-tune BASE with LoRA on TRAIN_SPLIT's question-answer pairs; keep the best checkpoint
     by accuracy on VALID_SPLIT.
@@ -151,10 +160,13 @@ def train(
         batch_size: questions per step.
         learning_rate: peak AdamW learning rate (warm-up, then cosine to a tenth).
         lora_rank: LoRA rank r (alpha = 2r).
+        vision_blocks: the vision encoder's last blocks trained in full too (0, the default,
+            freezes the encoder; 2 is its last stride-2 stage and residual block). Slower steps.
         seed: seed of the adapter's initialisation and of the batches.
         eval_every: steps between evaluations.
         eval_samples: valid questions per evaluation.
         overwrite: replace an existing OUTPUT_DIR.
+        threads: CPU threads (default: torch's choice; 1 is faster on a machine that is busy).
     """
     from tqdm import tqdm
 
@@ -163,9 +175,12 @@ def train(
     max_steps = _check_int("max_steps", max_steps, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     lora_rank = _check_int("lora_rank", lora_rank, 1)
+    vision_blocks = _check_int("vision_blocks", vision_blocks, 0)
     seed = _check_int("seed", seed, 0)
     eval_every = _check_int("eval_every", eval_every, 1)
     eval_samples = _check_int("eval_samples", eval_samples, 1)
+    if threads is not None:
+        torch.set_num_threads(_check_int("threads", threads, 1))
     if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
         _fail(f"--learning_rate must be a positive number, got {learning_rate!r}")
     out = Path(output_dir) if output_dir else Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
@@ -182,17 +197,22 @@ def train(
     vlm = BaseVLM(base)
     if vlm.kind != "kart_vlm":
         _fail("fine-tuning a SmolVLM-family base needs its chat-format data collator; this kit trains --base tiny")
-    vlm.model = add_lora(vlm.model, rank=lora_rank, alpha=2 * lora_rank)
+    num_blocks = len(vlm.model.vision.stages)
+    if vision_blocks > num_blocks:
+        _fail(f"--vision_blocks must be at most {num_blocks}, the vision encoder's number of blocks; got {vision_blocks}")
+    vlm.model = add_lora(vlm.model, rank=lora_rank, alpha=2 * lora_rank, vision_blocks=vision_blocks)
     model, tok = vlm.model, vlm.tokenizer
     pictures = PictureCache(sorted({train_set[i]["image_path"] for i in range(len(train_set))}), desc=str(train_split))
-    # The vision encoder stays frozen, so its features for each picture are computed once here
-    # instead of at every step: on a CPU that is most of a step's work.
-    features = cache_vision_features(model, pictures)
+    # The vision encoder's first blocks stay frozen, so their output for each picture is computed
+    # once here instead of at every step: on a CPU that is most of a step's work.
+    first_trained = num_blocks - vision_blocks
+    features = cache_vision_features(model, pictures, first_trained)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
                 "valid_split": str(valid_split), "data_dir": str(data_dir), "max_steps": max_steps,
-                "batch_size": batch_size, "learning_rate": learning_rate, "lora_rank": lora_rank, "seed": seed,
+                "batch_size": batch_size, "learning_rate": learning_rate, "lora_rank": lora_rank,
+                "vision_blocks": vision_blocks, "seed": seed,
                 "eval_every": eval_every, "eval_samples": eval_samples,
                 "trainable_parameters": sum(p.numel() for p in params)}
     print(f"fine-tuning {settings['trainable_parameters']:,} parameters for {max_steps} steps -> {out}")
@@ -210,7 +230,8 @@ def train(
         # BEGIN SOLUTION (hint: build ids/mask/labels with text_batch, run the model on the pictures, backprop the loss)
         ids, mask, labels = text_batch(tok, [it["question"] for it in items], [it["answer"] for it in items])
         rows = [pictures.index[it["image_path"]] for it in items]
-        loss = model(vision_features=features[rows], input_ids=ids, attention_mask=mask, labels=labels).loss
+        vision = model.vision(features[rows].float(), start=first_trained)  # (B, N, C) through the trained blocks
+        loss = model(vision_features=vision, input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

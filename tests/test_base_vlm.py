@@ -131,7 +131,7 @@ def test_pretrain_is_deterministic_across_processes(run_cli, kart_data, tmp_path
     outs = []
     for name in ("a", "b"):
         r = run_cli("-m", "homework.base_vlm", "pretrain", "--output_dir", str(tmp_path / name), "--split", "tiny",
-                    "--data_dir", str(kart_data), "--max_steps", "3", "--batch_size", "4",
+                    "--data_dir", str(kart_data), "--vision_steps", "2", "--max_steps", "3", "--batch_size", "4",
                     "--run_dir", str(tmp_path / f"run_{name}"), timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append((tmp_path / name / "model.safetensors").read_bytes())
@@ -149,6 +149,39 @@ def test_describe_states_facts_not_questions(kart_data):
     clauses = bv.describe(read_view(info, 0))
     assert clauses[0] == f"track {info['track']}" and clauses[1] == f"ego {info['karts'][info['ego'][0]]}"
     assert not any("?" in c for c in clauses)
+
+
+def test_vision_facts_agree_with_the_descriptions(kart_data):
+    from generate_qa import split_views
+    from worlds.kart import KARTS, TRACKS
+
+    checked = 0
+    for _, view in split_views(kart_data / "tiny"):
+        facts, present = bv.view_facts(view)
+        clauses = bv.describe(view)
+        assert clauses[0] == f"track {list(TRACKS)[facts['track']]}"
+        if view.ego is None:
+            assert facts["ego"] == -100 and present == []
+            continue
+        assert clauses[1] == f"ego {list(KARTS)[facts['ego']]}" and present[0] == view.ego.name
+        if facts["karts"] >= 0:
+            assert f"{facts['karts']} karts" in clauses
+        if facts["left"] >= 0:
+            assert f"left {facts['left']} right {facts['right']}" in clauses
+        checked += 1
+    assert checked > 0
+
+
+def test_facts_loss_ignores_unknown_facts_and_is_zero_when_certain():
+    logits = {name: torch.full((2, n), -50.0) for name, n in bv.FACT_CLASSES.items()}
+    targets = {name: torch.tensor([1, -100]) for name in bv.FACT_CLASSES}
+    for name in bv.FACT_CLASSES:
+        logits[name][0, 1] = 50.0  # certain and right on the first picture; the second's facts are unknown
+    present = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = bv.facts_loss(logits, present * 100 - 50, targets, present)
+    assert float(loss) < 1e-6
+    wrong = bv.facts_loss(logits, present * 100 - 50, {n: torch.tensor([0, -100]) for n in bv.FACT_CLASSES}, present)
+    assert float(wrong) > 50 * len(bv.FACT_CLASSES) - 1
 
 
 def test_cli_help(run_cli):

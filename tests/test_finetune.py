@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from homework import base_vlm as bv
 from homework import finetune
@@ -55,6 +56,26 @@ def test_a_checkpoint_from_another_base_is_refused(checkpoint, tmp_path):
     (other / "training_config.json").write_text(json.dumps(config))
     with pytest.raises(SystemExit, match="fine-tuned on a base with fingerprint 000000000000"):
         finetune.load_finetuned(other, device="cpu")
+
+
+def test_training_the_last_vision_blocks_changes_them_and_round_trips(random_base, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "vision"
+    finetune.train(output_dir=str(out), base=str(random_base), data_dir=str(DEMO_DATA), train_split="train_demo",
+                   valid_split="train_demo", max_steps=4, batch_size=8, eval_every=4, eval_samples=8,
+                   vision_blocks=1)
+    base = bv.BaseVLM(str(random_base), device="cpu").model
+    tuned = finetune.load_finetuned(out, device="cpu").model
+    last = len(base.vision.stages) - 1
+    for name, value in base.vision.stages[last].state_dict().items():
+        assert not torch.equal(value, tuned.vision.stages[last].state_dict()[name]), name  # trained
+    for name, value in base.vision.stages[0].state_dict().items():
+        assert torch.equal(value, tuned.vision.stages[0].state_dict()[name]), name  # frozen
+    assert any(f"vision.stages.{last}" in k for k in load_file(out / "adapter_model.safetensors"))
+    with pytest.raises(SystemExit, match="--vision_blocks must be at most"):
+        finetune.train(output_dir=str(tmp_path / "x"), base=str(random_base), data_dir=str(DEMO_DATA),
+                       train_split="train_demo", valid_split="train_demo", max_steps=1, vision_blocks=99)
 
 
 def test_missing_or_incomplete_checkpoints_are_clear_errors(tmp_path):
