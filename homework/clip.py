@@ -1,0 +1,725 @@
+"""CLIP from the VLM's two towers: pick the true caption of a kart frame among five.
+
+    python -m homework.clip train                     # default settings, on data/train -> runs/clip-<date>-<time>/
+    python -m homework.clip test                      # the committed reference, on valid's multiple-choice sets
+    python -m homework.clip test runs/clip-... --split holdout
+
+The image tower is the base VLM's convolutional vision encoder, its 70 tokens pooled (attention
+pooling with a few learned queries, or their mean); the text tower is the base's Llama decoder
+read at the caption's last token, [EOS]. Each tower ends in a linear projection into one shared
+space, and the model owns a learnable `logit_scale` (CLIP, Radford et al. 2021, arXiv:2103.00020).
+LoRA (peft) adapts both towers: the decoder's attention and MLP projections, and the convolutions
+of the vision encoder's last stages. The earlier stages stay frozen, so their output for each
+picture is computed once before training: on a CPU that is most of the work.
+
+A checkpoint directory holds the LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`),
+`additional_weights.pt` (the pooling, the projections and the logit scale: a plain state dict
+that loads with `torch.load(..., weights_only=True)`), `training_config.json` (the resolved
+`ClipConfig`, the settings and the fingerprint of the base it was trained on), `history.json` and
+`training_curve.png`. The grader's interface is `load_model(checkpoint)` / `load_reference()` and
+`predict(model, images, candidates)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from homework.base_vlm import BaseVLM, PictureCache, _fail, cosine_lr, pixel_values
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "clip"
+MAX_CHECKPOINT_MB = 10
+ADDITIONAL_WEIGHTS = "additional_weights.pt"
+TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+POOLS = ("flat", "attention", "mean")
+TEXT_POOLS = ("mean", "last")
+
+
+@dataclass
+class ClipConfig:
+    embed_dim: int = 128  # size of the shared image-text space
+    pool: str = "flat"  # how the image tower pools its tokens: flat | attention | mean
+    flat_channels: int = 32  # flat pooling: channels kept per token
+    pool_queries: int = 8  # attention pooling: learned queries, each free to look at its own part of the picture
+    pool_heads: int = 4  # attention pooling: heads
+    text_pool: str = "mean"  # how the text tower pools its tokens: mean | last (the [EOS] token)
+    vision_lora_stages: int = 2  # LoRA on the convolutions of the vision encoder's last N stages (0: frozen)
+    lora_rank: int = 8  # LoRA rank r of both towers (alpha = 2r)
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.text_pool not in TEXT_POOLS:
+            raise ValueError(f"text_pool must be one of {TEXT_POOLS}, got {self.text_pool!r}")
+        for name in ("embed_dim", "flat_channels", "pool_queries", "pool_heads", "lora_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.vision_lora_stages, int) or not 0 <= self.vision_lora_stages <= 6:
+            raise ValueError(f"vision_lora_stages must be an integer from 0 to 6, got {self.vision_lora_stages!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------
+
+
+class FlatPool(nn.Module):
+    """Every token, reduced to a few channels, side by side: the projection that follows sees
+    *where* everything is (the ego always sits low in the middle; "left of the ego" is a place).
+    (B, N, C) -> (B, N * c)."""
+
+    def __init__(self, width: int, num_tokens: int, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.reduce = nn.Linear(width, channels)
+        self.out_dim = num_tokens * channels
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.reduce(self.norm(tokens)).flatten(1)  # (B, N * c)
+
+
+class AttentionPool(nn.Module):
+    """Q learned queries attend over the image tokens; their Q outputs, side by side, are the
+    picture's feature. Several queries keep *where* things are (a mean would lose it): one can
+    look at the ego, another at the karts to its left. (B, N, C) -> (B, Q * C)."""
+
+    def __init__(self, width: int, num_tokens: int, queries: int, heads: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(1, queries, width) * width**-0.5)
+        self.position = nn.Parameter(torch.zeros(1, num_tokens, width))  # on top of the encoder's own
+        self.norm = nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.out_dim = queries * width
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(tokens + self.position)  # (B, N, C)
+        q = self.queries.expand(len(x), -1, -1)  # (B, Q, C)
+        pooled, _ = self.attention(q, x, x, need_weights=False)  # (B, Q, C)
+        return pooled.flatten(1)  # (B, Q * C)
+
+
+class MeanPool(nn.Module):
+    """The mean of the image tokens, normalised. (B, N, C) -> (B, C)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.out_dim = width
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(tokens.mean(dim=1))
+
+
+class KartCLIP(nn.Module):
+    """Image and text towers over one (peft-wrapped) base VLM, projected into a shared space.
+
+    `vlm` is the base `KartVLMForConditionalGeneration`, usually wrapped by `add_lora`; its vision
+    encoder is the image tower, its `language_model.model` (the Llama decoder without its output
+    layer) the text tower. `tokenizer` is the base's."""
+
+    def __init__(self, vlm: nn.Module, tokenizer, config: ClipConfig):
+        super().__init__()
+        self.config = config
+        self.vlm = vlm
+        self.tokenizer = tokenizer
+        inner = self._inner()
+        width, text_width = inner.config.vision_channels[-1], inner.language_model.config.hidden_size
+        if config.pool == "flat":
+            self.image_pool = FlatPool(width, inner.num_image_tokens, config.flat_channels)
+        elif config.pool == "attention":
+            self.image_pool = AttentionPool(width, inner.num_image_tokens, config.pool_queries, config.pool_heads)
+        else:
+            self.image_pool = MeanPool(width)
+        self.image_proj = nn.Linear(self.image_pool.out_dim, config.embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_width, config.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's init: temperature 0.07
+        # The vision stages before `frozen_stages` carry no LoRA: their output can be computed once.
+        self.frozen_stages = len(inner.vision.stages) - config.vision_lora_stages
+
+    def _inner(self) -> nn.Module:
+        """The KartVLMForConditionalGeneration under the peft wrapper (LoRA layers in place)."""
+        return self.vlm.get_base_model() if hasattr(self.vlm, "get_base_model") else self.vlm
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def vision_prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pictures -> the output of the frozen vision stages (B, C', h', w')."""
+        return self._inner().vision.stages[: self.frozen_stages](pixel_values)
+
+    def encode_image(self, pixel_values: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                     normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) pictures, or their `vision_prefix` computed earlier -> (B, D) image features."""
+        vision = self._inner().vision
+        if prefix is None:
+            prefix = self.vision_prefix(pixel_values)
+        # BEGIN SOLUTION (hint: the remaining vision stages, one token per cell plus the encoder's position, pool, project)
+        tokens = vision(prefix.to(self.logit_scale.dtype), start=self.frozen_stages)  # (B, N, C), with positions
+        features = self.image_proj(self.image_pool(tokens))  # (B, D)
+        # END SOLUTION
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, T) right-padded "[BOS] caption [EOS]" ids and their mask -> (B, D) text features."""
+        # BEGIN SOLUTION (hint: the decoder's hidden states at each caption's last real token, then project)
+        hidden = self._inner().language_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.text_pool == "mean":
+            weights = attention_mask[..., None].to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)  # (B, C)
+        else:
+            last = attention_mask.sum(dim=1) - 1  # (B,) index of [EOS]
+            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]  # (B, C)
+        features = self.text_proj(pooled)  # (B, D)
+        # END SOLUTION
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at 100 as in CLIP so that the logits stay sane."""
+        return self.logit_scale.clamp(max=math.log(100)).exp()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                prefix: torch.Tensor | None = None):
+        """(M, T) captions and N pictures (or their prefix) -> unit image features (N, D), unit text
+        features (M, D), logit scale (a scalar)."""
+        return self.encode_image(pixel_values, prefix), self.encode_text(input_ids, attention_mask), self.scale()
+
+    def additional_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the adapter does not hold: the pooling, the projections and the logit scale."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("vlm.")}
+
+
+class ClipLoss(nn.Module):
+    """Symmetric InfoNCE between N pictures and M captions (CLIP, Radford et al. 2021, arXiv:2103.00020).
+
+    Without `positives`, row i of the image features and row i of the text features are one pair
+    (N = M): each picture's positive is its own caption and the other N - 1 captions are its
+    negatives, and the other way round; the loss is the mean of the image -> text and the
+    text -> image cross-entropies. That is CLIP's loss.
+
+    A caption can be true of several pictures ("The track is hacienda." is true of every frame on
+    that track) and a picture has several true captions. Pass `positives` (N, M), True where
+    caption j is true of picture i, and every true pair is a positive whose softmax (over its
+    row, and over its column) leaves the *other* true pairs out instead of pushing them apart, as
+    in UniCL (Yang et al. 2022, arXiv:2204.03610). With the identity matrix it is CLIP's loss.
+
+        >>> loss = ClipLoss()(*model(input_ids, attention_mask, pixel_values))
+    """
+
+    def get_logits(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor):
+        """(N, D), (M, D) unit features -> logits_per_image (N, M) and logits_per_text (M, N)."""
+        # BEGIN SOLUTION (hint: scaled cosine similarities: logit_scale * image @ text.T, and its transpose)
+        logits_per_image = logit_scale * image_features @ text_features.T  # (N, M): row i = picture i vs every caption
+        return logits_per_image, logits_per_image.T
+        # END SOLUTION
+
+    def get_ground_truth(self, n: int, m: int, device: torch.device, positives: torch.Tensor | None = None):
+        """The true pairs: (N, M) bool, the identity when `positives` is not given."""
+        if positives is None:
+            if n != m:
+                raise ValueError(f"without positives, pictures and captions pair up one to one; got {n} and {m}")
+            return torch.eye(n, dtype=torch.bool, device=device)
+        if positives.shape != (n, m):
+            raise ValueError(f"positives must be ({n}, {m}), got {tuple(positives.shape)}")
+        return positives.to(device=device, dtype=torch.bool)
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                positives: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+        if image_features.shape[1:] != text_features.shape[1:]:
+            raise ValueError(f"feature widths differ: {tuple(image_features.shape)} vs {tuple(text_features.shape)}")
+        truth = self.get_ground_truth(len(image_features), len(text_features), image_features.device, positives)
+        # BEGIN SOLUTION (hint: one cross-entropy row per true pair, over its picture's row and over its caption's column, the other true pairs masked to -inf; average the two)
+        logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale)
+        rows, cols = truth.nonzero(as_tuple=True)  # (P,) pictures and captions of the P true pairs
+        ones = torch.arange(len(rows), device=truth.device)
+        # For pair p: its picture's row, with the picture's other true captions left out ...
+        others = truth[rows].clone()  # (P, M)
+        others[ones, cols] = False
+        loss_image = F.cross_entropy(logits_per_image[rows].masked_fill(others, float("-inf")), cols, reduction=reduction)
+        # ... and its caption's column, with the caption's other true pictures left out.
+        others = truth.T[cols].clone()  # (P, N)
+        others[ones, rows] = False
+        loss_text = F.cross_entropy(logits_per_text[cols].masked_fill(others, float("-inf")), rows, reduction=reduction)
+        return (loss_image + loss_text) / 2
+        # END SOLUTION
+
+
+def add_lora(vlm: nn.Module, config: ClipConfig):
+    """Wrap a base VLM with LoRA on the decoder's projections and on the convolutions of the
+    vision encoder's last `config.vision_lora_stages` stages; everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    stages = vlm.vision.stages
+    convs = [f"vision.stages.{name}" for name, m in stages.named_modules()
+             if isinstance(m, nn.Conv2d) and int(name.split(".")[0]) >= len(stages) - config.vision_lora_stages]
+    # The token embeddings are trained in full (peft's modules_to_save): the base never had to
+    # tell the kart names apart, so their embeddings start nearly alike (cosine about 0.77).
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                      target_modules=TEXT_LORA_TARGETS + convs, modules_to_save=["embed_tokens"])
+    return get_peft_model(vlm, lora)
+
+
+def caption_batch(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids of "[BOS] caption [EOS]" (B, T) and their attention mask (B, T)."""
+    rows = [[tokenizer.bos_token_id] + tokenizer.encode(c, add_special_tokens=False) + [tokenizer.eos_token_id]
+            for c in captions]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints: the contract with the grader
+# ----------------------------------------------------------------------------------------
+
+
+def save_model(model: KartCLIP, out: Path, record: dict) -> None:
+    """Write the adapter, the additional weights and training_config.json; check the size."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.vlm.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)  # peft's generated model card: not ours to ship
+    torch.save(model.additional_state_dict(), out / ADDITIONAL_WEIGHTS)
+    (out / "training_config.json").write_text(json.dumps(
+        {"assignment": "clip", "config": dataclasses.asdict(model.config), **record}, indent=1) + "\n")
+    size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 2**20
+    if size_mb > MAX_CHECKPOINT_MB:
+        _fail(f"{out} weighs {size_mb:.1f} MB, over the {MAX_CHECKPOINT_MB} MB limit; lower --lora_rank or --embed_dim")
+
+
+def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
+    """A trained CLIP from its checkpoint directory; one clear error for a missing or incomplete
+    checkpoint, one over the size limit, or one trained on another base."""
+    from peft import PeftModel
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        _fail(f"no checkpoint directory at {path}; train one with `python -m homework.clip train`")
+    for name in ("adapter_config.json", "adapter_model.safetensors", ADDITIONAL_WEIGHTS, "training_config.json"):
+        if not (path / name).is_file():
+            _fail(f"{path} is not a CLIP checkpoint: {name} is missing")
+    size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 2**20
+    if size_mb > MAX_CHECKPOINT_MB:
+        _fail(f"{path} weighs {size_mb:.1f} MB, over the {MAX_CHECKPOINT_MB} MB limit")
+    record = json.loads((path / "training_config.json").read_text())
+    if record.get("assignment") != "clip":
+        _fail(f"{path} holds a {record.get('assignment')!r} checkpoint, not a CLIP one")
+    known = {f.name for f in dataclasses.fields(ClipConfig)}
+    unknown = set(record.get("config", {})) - known
+    if unknown:
+        _fail(f"{path}/training_config.json has unknown config fields {sorted(unknown)}")
+    try:
+        config = ClipConfig(**record.get("config", {}))
+    except ValueError as e:
+        _fail(f"{path}/training_config.json: {e}")
+    vlm = BaseVLM(record.get("base", "tiny"), device=device)
+    if record.get("base_fingerprint") != vlm.fingerprint:
+        _fail(f"{path} was trained on a base with fingerprint {str(record.get('base_fingerprint'))[:12]}, but base "
+              f"{record.get('base', 'tiny')!r} here has {vlm.fingerprint[:12]}; train again on this base")
+    model = KartCLIP(PeftModel.from_pretrained(vlm.model, path), vlm.tokenizer, config)
+    state = torch.load(path / ADDITIONAL_WEIGHTS, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("vlm.")]
+    if missing or unexpected:
+        _fail(f"{path}/{ADDITIONAL_WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(vlm.device).eval()
+
+
+def load_reference() -> KartCLIP:
+    """The committed reference checkpoint (homework/checkpoints/clip)."""
+    return load_model(REFERENCE_DIR)
+
+
+# ----------------------------------------------------------------------------------------
+# Inference: the grader's interface, and the scores
+# ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def image_features(model: KartCLIP, images: list, batch_size: int = 64) -> torch.Tensor:
+    """Paths or PIL images -> (N, D) unit image features."""
+    model.eval()
+    chunks = [model.encode_image(pixel_values(images[i:i + batch_size]).to(model.device))
+              for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
+
+
+@torch.no_grad()
+def text_features(model: KartCLIP, captions: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Captions -> (N, D) unit text features."""
+    model.eval()
+    chunks = []
+    for i in range(0, len(captions), batch_size):
+        ids, mask = caption_batch(model.tokenizer, captions[i:i + batch_size])
+        chunks.append(model.encode_text(ids.to(model.device), mask.to(model.device)))
+    return torch.cat(chunks) if chunks else torch.empty(0, model.config.embed_dim)
+
+
+def pick(images: torch.Tensor, candidates: list[list[str]], captions: dict[str, torch.Tensor]) -> list[int]:
+    """Index of the most similar candidate for each row of (N, D) image features."""
+    return [int(torch.stack([captions[c] for c in cands]).mv(image).argmax())
+            for image, cands in zip(images, candidates, strict=True)]
+
+
+@torch.no_grad()
+def predict(model: KartCLIP, images: list, candidates: list[list[str]], batch_size: int = 64) -> list[int]:
+    """For each picture (a path or a PIL image), the index of its best caption among its candidates.
+
+    Args:
+        images: N pictures.
+        candidates: N lists of captions (any number each, at least one).
+        batch_size: pictures per forward pass.
+    """
+    if len(images) != len(candidates):
+        raise ValueError(f"got {len(images)} images but {len(candidates)} candidate lists")
+    if any(len(c) == 0 for c in candidates):
+        raise ValueError("every picture needs at least one candidate caption")
+    unique = sorted({c for cands in candidates for c in cands})
+    captions = dict(zip(unique, text_features(model, unique), strict=True))
+    return pick(image_features(model, images, batch_size), candidates, captions)
+
+
+@dataclass
+class ClipResult:
+    accuracy: float  # multiple-choice accuracy
+    per_template: dict[str, float]  # multiple-choice accuracy per caption template
+    counts: dict[str, int]  # sets per template
+    recall_at_1: float | None = None  # image -> caption retrieval over the split's distinct captions
+    recall_at_5: float | None = None
+
+    def table(self) -> str:
+        lines = [f"{'template':10s} {'n':>6s} {'accuracy':>9s}"]
+        for t, acc in self.per_template.items():
+            lines.append(f"{t:10s} {self.counts[t]:6d} {acc:9.4f}")
+        lines.append(f"{'all':10s} {sum(self.counts.values()):6d} {self.accuracy:9.4f}")
+        if self.recall_at_1 is not None:
+            lines.append(f"image -> caption recall@1 {self.recall_at_1:.4f}, recall@5 {self.recall_at_5:.4f}")
+        return "\n".join(lines)
+
+
+def score(images: torch.Tensor, sets: list[dict], captions: dict[str, torch.Tensor],
+          true_captions: list[set[str]] | None = None) -> ClipResult:
+    """Multiple-choice accuracy (per template) of (N, D) image features, one row per set; with each
+    picture's `true_captions`, also image -> caption recall@1 and @5 over every caption in `captions`."""
+    from homework.generate_captions import CAPTIONS
+
+    picks = pick(images, [s["candidates"] for s in sets], captions)
+    totals, right = defaultdict(int), defaultdict(int)
+    for s, p in zip(sets, picks, strict=True):
+        totals[s["template"]] += 1
+        right[s["template"]] += int(p == s["correct_index"])
+    order = [t for t in CAPTIONS if totals[t]] + sorted(t for t in totals if t not in CAPTIONS)
+    result = ClipResult(sum(right.values()) / max(len(sets), 1), {t: right[t] / totals[t] for t in order},
+                        {t: totals[t] for t in order})
+    if true_captions is not None:
+        names = list(captions)
+        ranked = (images @ torch.stack(list(captions.values())).T).topk(min(5, len(names)), dim=1).indices  # (N, 5)
+        hits = [[names[j] in truth for j in row] for row, truth in zip(ranked.tolist(), true_captions, strict=True)]
+        result.recall_at_1 = float(np.mean([h[0] for h in hits]))
+        result.recall_at_5 = float(np.mean([any(h) for h in hits]))
+    return result
+
+
+def caption_index(split: str, data_dir: str) -> dict[str, set[str]]:
+    """Every true caption of each picture of a split (made on the spot if missing)."""
+    from homework.data import CaptionDataset
+
+    captions = CaptionDataset(split, data_dir=data_dir)
+    truth = defaultdict(set)
+    for c in captions.captions:
+        truth[str(captions.data_dir / c["image_file"])].add(c["caption"])
+    return dict(truth)
+
+
+# ----------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(f"--{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def uniformity(features: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """log of the mean Gaussian potential between distinct unit features (Wang & Isola 2020,
+    arXiv:2005.10242): lowest when they spread evenly over the sphere. (M, D) -> a scalar <= 0."""
+    distances = torch.pdist(features).pow(2)  # (M (M - 1) / 2,)
+    return torch.logsumexp(-t * distances, dim=0) - math.log(len(distances))
+
+
+def caption_vocabulary(max_count: int = 20) -> list[str]:
+    """Every caption the templates can make (every kart, track and count up to `max_count`): the
+    text side of every training step, so that no caption the grader may offer goes untrained."""
+    from homework.generate_captions import CAPTIONS
+    from worlds.kart import KARTS, TRACKS
+
+    out = []
+    for template, text in CAPTIONS.items():
+        if "{kart}" in text:
+            out += [text.format(kart=k) for k in KARTS]
+        elif "{track}" in text:
+            out += [text.format(track=t) for t in TRACKS]
+        elif "{n}" in text:
+            out += [text.format(n=n) for n in range(1, max_count + 1)]
+        else:
+            raise ValueError(f"caption template {template!r} has no field this CLIP knows")
+    return out
+
+
+@torch.no_grad()
+def cache_prefix(model: KartCLIP, pictures: PictureCache, desc: str, batch_size: int = 128) -> torch.Tensor:
+    """(N, C', h', w') output of the frozen vision stages for every cached picture, in float16."""
+    from tqdm import tqdm
+
+    paths = list(pictures.index)
+    chunks = []
+    for i in tqdm(range(0, len(paths), batch_size), desc=f"vision features {desc}", unit="batch", mininterval=1):
+        chunks.append(model.vision_prefix(pictures.batch(paths[i:i + batch_size])).half())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def prefix_features(model: KartCLIP, prefix: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.encode_image(prefix=prefix[i:i + batch_size]) for i in range(0, len(prefix), batch_size)])
+
+
+def _plot_curve(history: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    losses = [h for h in history if "loss" in h]
+    a.plot([h["step"] for h in losses], [h["contrastive"] for h in losses], label="contrastive")
+    a.plot([h["step"] for h in losses], [h["loss"] for h in losses], label="with uniformity")
+    a.set(xlabel="step", ylabel="training loss (mean of last 20)")
+    a.legend(fontsize=7)
+    evals = [h for h in history if "accuracy" in h]
+    b.plot([h["step"] for h in evals], [h["accuracy"] for h in evals], marker="o", color="k", label="all")
+    for t in evals[-1]["per_template"] if evals else []:
+        b.plot([h["step"] for h in evals], [h["per_template"].get(t, np.nan) for h in evals], alpha=0.6, label=t)
+    b.axhline(0.2, color="grey", linestyle=":", label="chance")
+    b.set(xlabel="step", ylabel="valid multiple-choice accuracy", ylim=(0, 1))
+    b.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train(
+    output_dir: str | None = None,
+    base: str = "tiny",
+    data_dir: str = "data",
+    train_split: str = "train",
+    valid_split: str = "valid",
+    max_steps: int = 600,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    uniformity_weight: float = 0.3,
+    max_train_images: int = 6000,
+    embed_dim: int = 128,
+    pool: str = "flat",
+    flat_channels: int = 32,
+    pool_queries: int = 8,
+    text_pool: str = "mean",
+    vision_lora_stages: int = 2,
+    lora_rank: int = 8,
+    seed: int = 0,
+    eval_every: int = 100,
+    eval_samples: int = 500,
+    threads: int | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Train a CLIP over BASE's two towers on TRAIN_SPLIT's captioned pictures; keep the best
+    checkpoint by multiple-choice accuracy on VALID_SPLIT.
+
+    Each step scores BATCH_SIZE pictures against every caption the templates can make (about 120)
+    with the contrastive loss, each picture's true captions its positives.
+
+    Args:
+        output_dir: checkpoint directory (default: runs/clip-<date>-<time>).
+        base: "tiny" (the kit's base) or a local directory holding a kart_vlm base.
+        data_dir: root folder of the data (missing splits and captions are made on the spot).
+        train_split: split whose all_captions.json is trained on.
+        valid_split: split whose all_mc_qas.json is scored while training.
+        max_steps: optimisation steps.
+        batch_size: pictures per step.
+        learning_rate: peak AdamW learning rate (warm-up, then cosine to a tenth).
+        uniformity_weight: weight of the uniformity term that keeps the captions' features apart
+            (0: the contrastive loss alone; see the README for why it is needed).
+        max_train_images: train on this many pictures of the split (a seeded random subset; the
+            output of their frozen vision stages is computed once, before training).
+        embed_dim: size of the shared image-text space.
+        pool: image pooling: flat (every token, reduced, side by side), attention (learned queries) or mean.
+        flat_channels: channels kept per token by the flat pooling.
+        pool_queries: learned queries of the attention pooling.
+        text_pool: text pooling: mean (over the caption's tokens) or last (its [EOS] token).
+        vision_lora_stages: LoRA on the last N of the vision encoder's 6 stages (0 to 6; the
+            others stay frozen and are computed once per picture; more is slower per step).
+        lora_rank: LoRA rank r of both towers (alpha = 2r).
+        seed: seed of the heads' and the adapters' initialisation, of the subset and of the batches.
+        eval_every: steps between evaluations.
+        eval_samples: valid multiple-choice sets per evaluation.
+        threads: CPU threads (default: torch's choice).
+        overwrite: replace an existing checkpoint in OUTPUT_DIR.
+    """
+    from tqdm import tqdm
+
+    from homework.data import MultiChoiceQADataset
+
+    # Fire types values by their look: check every one before any work.
+    max_steps = _check_int("max_steps", max_steps, 1)
+    batch_size = _check_int("batch_size", batch_size, 2)
+    max_train_images = _check_int("max_train_images", max_train_images, 2)
+    seed = _check_int("seed", seed, 0)
+    eval_every = _check_int("eval_every", eval_every, 1)
+    eval_samples = _check_int("eval_samples", eval_samples, 1)
+    if threads is not None:
+        torch.set_num_threads(_check_int("threads", threads, 1))
+    for name, value, low in (("learning_rate", learning_rate, 0), ("uniformity_weight", uniformity_weight, None)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or value == low:
+            _fail(f"--{name} must be a {'positive' if low == 0 else 'non-negative'} number, got {value!r}")
+    try:
+        config = ClipConfig(embed_dim=embed_dim, pool=pool, flat_channels=flat_channels, pool_queries=pool_queries,
+                            text_pool=text_pool,
+                            vision_lora_stages=vision_lora_stages, lora_rank=lora_rank)
+    except ValueError as e:
+        _fail(f"--{e}")
+    out = Path(output_dir) if output_dir else Path("runs") / time.strftime("clip-%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        _fail(f"{out} already exists and is not empty; pass --overwrite to replace its checkpoint, or another --output_dir")
+
+    start = time.time()
+    torch.manual_seed(seed)
+    truth = caption_index(str(train_split), str(data_dir))
+    paths = sorted(truth)
+    paths = sorted(paths[i] for i in np.random.default_rng(seed).permutation(len(paths))[:max_train_images])
+    vocabulary = sorted(set(caption_vocabulary()).union(*(truth[p] for p in paths)))
+    column = {c: j for j, c in enumerate(vocabulary)}
+    positives = torch.zeros(len(paths), len(vocabulary), dtype=torch.bool)  # (N, V): caption j is true of picture i
+    for i, p in enumerate(paths):
+        positives[i, [column[c] for c in truth[p]]] = True
+    valid_sets = MultiChoiceQADataset(str(valid_split), data_dir=str(data_dir), max_samples=eval_samples)
+    valid_sets = [valid_sets[i] for i in range(len(valid_sets))]
+
+    vlm = BaseVLM(str(base), device="cpu")
+    if vlm.kind != "kart_vlm":
+        _fail("this CLIP is built on the kit's kart_vlm base (--base tiny or a directory made by base_vlm pretrain)")
+    model = KartCLIP(add_lora(vlm.model, config), vlm.tokenizer, config)
+    ids, mask = caption_batch(vlm.tokenizer, vocabulary)  # (V, T): the text side of every step
+    # The frozen vision stages' output for each picture, computed once: on a CPU that is most of a step's work.
+    train_prefix = cache_prefix(model, PictureCache(paths, desc=str(train_split)), str(train_split))
+    valid_pictures = PictureCache(sorted({s["image_path"] for s in valid_sets}), desc=str(valid_split))
+    valid_prefix = cache_prefix(model, valid_pictures, str(valid_split))
+    valid_rows = [valid_pictures.index[s["image_path"]] for s in valid_sets]
+    valid_captions = sorted({c for s in valid_sets for c in s["candidates"]})
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    loss_fn = ClipLoss()
+    settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
+                "valid_split": str(valid_split), "data_dir": str(data_dir), "max_steps": max_steps,
+                "batch_size": batch_size, "learning_rate": learning_rate, "uniformity_weight": uniformity_weight,
+                "max_train_images": max_train_images, "train_images": len(paths), "captions": len(vocabulary),
+                "seed": seed, "eval_every": eval_every, "eval_samples": len(valid_sets),
+                "threads": torch.get_num_threads(), "trainable_parameters": sum(p.numel() for p in params),
+                "setup_seconds": round(time.time() - start, 1)}
+    print(f"training {settings['trainable_parameters']:,} parameters on {len(paths)} pictures x {len(vocabulary)} "
+          f"captions for {max_steps} steps -> {out}")
+
+    history, losses, best = [], [], -1.0
+    start = time.time()
+    bar = tqdm(range(max_steps), desc="clip", unit="step")
+    for step in bar:
+        # The order of one step: learning rate, batch, forward/backward, clip, step, log, evaluation / checkpoint.
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, max_steps, learning_rate, warmup=min(50, max_steps // 10 + 1))
+        # The batch depends only on (seed, step), so a run can be repeated exactly.
+        rows = np.random.default_rng([seed, step]).choice(len(paths), min(batch_size, len(paths)), replace=False)
+        model.train()
+        # BEGIN SOLUTION (hint: model(ids, mask, prefix=...) on the batch's rows, loss_fn with its positives, plus the weighted uniformity of the text features; backward, clip, step)
+        images, texts, scale = model(ids, mask, prefix=train_prefix[rows])  # (B, D), (V, D), ()
+        contrastive = loss_fn(images, texts, scale, positives=positives[rows])
+        # Without this term the text tower can make captions that differ by one kart name alike
+        # (cosine 0.999) faster than the image tower learns to tell those karts apart.
+        loss = contrastive + uniformity_weight * uniformity(texts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        # END SOLUTION
+        losses.append((loss.item(), contrastive.item()))
+        bar.set_postfix(loss=f"{np.mean([x[0] for x in losses[-20:]]):.3f}", best=f"{max(best, 0):.3f}")
+        if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
+            recent = np.mean(losses[-20:], axis=0)
+            history.append({"step": step + 1, "loss": float(recent[0]), "contrastive": float(recent[1]),
+                            "seconds": round(time.time() - start, 1), "logit_scale": round(model.scale().item(), 3)})
+        if (step + 1) % eval_every == 0 or step + 1 == max_steps:
+            images = prefix_features(model, valid_prefix)[valid_rows]
+            result = score(images, valid_sets, dict(zip(valid_captions, text_features(model, valid_captions), strict=True)))
+            history.append({"step": step + 1, "seconds": round(time.time() - start, 1), "accuracy": result.accuracy,
+                            "per_template": result.per_template})
+            tqdm.write(f"step {step + 1} ({time.time() - start:.0f} s): valid accuracy {result.accuracy:.4f} "
+                       + " ".join(f"{t}={a:.2f}" for t, a in result.per_template.items()))
+            if result.accuracy > best:
+                best = result.accuracy
+                save_model(model, out, {**settings, "best_step": step + 1, "best_valid_accuracy": best,
+                                        "train_seconds": round(time.time() - start, 1)})
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            _plot_curve(history, out / "training_curve.png")
+    print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({settings['setup_seconds']:.0f} s of setup, "
+          f"{time.time() - start:.0f} s of training)")
+
+
+def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",
+         max_samples: int | None = None, batch_size: int = 64) -> None:
+    """Multiple-choice accuracy of a CLIP checkpoint per caption template, and image -> caption
+    recall@1 and @5 over the split's distinct captions; the last line is `accuracy=...`.
+
+    Args:
+        checkpoint: checkpoint directory (default: the committed reference).
+        split: split whose all_mc_qas.json (and all_captions.json, for recall) is scored.
+        data_dir: root folder of the data.
+        max_samples: score only the first N multiple-choice sets.
+        batch_size: pictures per forward pass.
+    """
+    from homework.data import MultiChoiceQADataset
+
+    if max_samples is not None:
+        max_samples = _check_int("max_samples", max_samples, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    model = load_model(str(checkpoint))
+    dataset = MultiChoiceQADataset(str(split), data_dir=str(data_dir), max_samples=max_samples)
+    sets = [dataset[i] for i in range(len(dataset))]
+    truth = caption_index(str(split), str(data_dir))
+    all_captions = sorted({c for s in sets for c in s["candidates"]} | {c for t in truth.values() for c in t})
+    try:
+        images = image_features(model, [s["image_path"] for s in sets], batch_size)
+    except ValueError as e:  # an unreadable picture
+        _fail(str(e))
+    captions = dict(zip(all_captions, text_features(model, all_captions), strict=True))
+    result = score(images, sets, captions, [truth.get(s["image_path"], set()) for s in sets])
+    print(result.table())
+    print(f"accuracy={result.accuracy:.4f}")
+
+
+if __name__ == "__main__":
+    fire.Fire({"train": train, "test": test})
