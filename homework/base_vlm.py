@@ -495,18 +495,32 @@ def _check_positive_int(name: str, value) -> int:
 FACT_CLASSES = {"ego": len(KARTS), "track": len(TRACKS), "karts": 10, "left": 10, "right": 10, "front": 10, "back": 10}
 
 
-def view_facts(view) -> tuple[dict[str, int], list[str]]:
-    """A view's facts as class indices (-100 where the picture does not show it clearly), and the
-    names of the karts in it that can be told apart."""
+SIDES = ("absent", "ego", "left", "right")  # where each kart is across the picture, from the ego
+DEPTHS = ("absent", "ego", "front", "back")  # and along the track
+
+
+def view_facts(view) -> tuple[dict[str, int], list[tuple[int, int]]]:
+    """A view's facts as class indices (-100 where the picture does not show it clearly), and for
+    each kart of KARTS its place: (index in SIDES, index in DEPTHS), -100 where unclear (a hidden
+    or tiny kart, or one level with the ego)."""
     from generate_qa import depth, side
 
     facts = dict.fromkeys(FACT_CLASSES, -100)
     facts["track"] = list(TRACKS).index(view.track)
+    places = [(0, 0)] * len(KARTS)
     ego = view.ego
+    for k in view.others:
+        places[list(KARTS).index(k.name)] = (-100, -100)
     if ego is None:
-        return facts, []
+        return facts, places
     counted = [k for k in view.others if not k.tiny]
     facts["ego"] = list(KARTS).index(ego.name)
+    places[facts["ego"]] = (1, 1)
+    for k in counted:
+        if not k.hidden:
+            where, ahead = side(k, ego), depth(k, ego)
+            places[list(KARTS).index(k.name)] = (SIDES.index(where) if where else -100,
+                                                 DEPTHS.index(ahead) if ahead else -100)
     if not ego.hidden and not any(k.hidden or k.tiny for k in view.others):
         top = FACT_CLASSES["karts"] - 1
         facts["karts"] = min(len(counted) + 1, top)
@@ -515,30 +529,34 @@ def view_facts(view) -> tuple[dict[str, int], list[str]]:
             facts["left"], facts["right"] = min(sides.count("left"), top), min(sides.count("right"), top)
         if all(depths):
             facts["front"], facts["back"] = min(depths.count("front"), top), min(depths.count("back"), top)
-    return facts, [ego.name] + [k.name for k in counted if not k.hidden]
+    return facts, places
 
 
 class FactsHead(nn.Module):
-    """One linear layer from all image tokens to every fact's logits, and one logit per kart
-    for "is it in the picture"."""
+    """One linear layer from all image tokens to every fact's logits, and to each kart's place
+    (its SIDES and DEPTHS logits): naming *which* kart is where makes the tower keep both."""
 
     def __init__(self, num_tokens: int, channels: int, num_karts: int = 17):
         super().__init__()
         self.num_karts = num_karts
-        self.linear = nn.Linear(num_tokens * channels, sum(FACT_CLASSES.values()) + num_karts)
+        self.place_logits = 2 * len(SIDES)
+        self.linear = nn.Linear(num_tokens * channels, sum(FACT_CLASSES.values()) + num_karts * self.place_logits)
 
     def forward(self, tokens: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(B, N, C) tokens -> {fact: (B, classes)} and place logits (B, karts, 2, 4)."""
         out = self.linear(tokens.flatten(1))  # (B, N*C) -> (B, classes)
-        logits = dict(zip(FACT_CLASSES, out[:, :-self.num_karts].split(list(FACT_CLASSES.values()), dim=1), strict=True))
-        return logits, out[:, -self.num_karts:]
+        facts, places = out.split([sum(FACT_CLASSES.values()), self.num_karts * self.place_logits], dim=1)
+        logits = dict(zip(FACT_CLASSES, facts.split(list(FACT_CLASSES.values()), dim=1), strict=True))
+        return logits, places.reshape(len(out), self.num_karts, 2, len(SIDES))
 
 
-def facts_loss(logits: dict[str, torch.Tensor], present_logits: torch.Tensor, facts: dict[str, torch.Tensor],
-               present: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per fact (unknown ones ignored) plus binary cross-entropy per kart."""
-    from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+def facts_loss(logits: dict[str, torch.Tensor], place_logits: torch.Tensor, facts: dict[str, torch.Tensor],
+               places: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per fact and per kart's side and depth (unknown ones, -100, ignored).
+    place_logits (B, karts, 2, 4), places (B, karts, 2)."""
+    from torch.nn.functional import cross_entropy
 
-    loss = binary_cross_entropy_with_logits(present_logits, present)
+    loss = cross_entropy(place_logits.reshape(-1, place_logits.shape[-1]), places.reshape(-1), ignore_index=-100)
     for name, target in facts.items():
         if (target >= 0).any():
             loss = loss + cross_entropy(logits[name], target, ignore_index=-100)
@@ -566,7 +584,7 @@ def pretrain(
     output_dir: str = str(TINY_BASE_DIR),
     split: str = "pretrain",
     data_dir: str = "data",
-    vision_steps: int = 600,
+    vision_steps: int = 6000,
     max_steps: int = 2000,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
@@ -634,9 +652,7 @@ def pretrain(
     # Stage 1: the vision tower and a throwaway linear head learn the pictures' facts.
     facts = [view_facts(v) for _, v in views]
     fact_targets = {name: torch.tensor([f[name] for f, _ in facts]) for name in FACT_CLASSES}  # (N,) each
-    present = torch.zeros(len(views), len(KARTS))  # (N, karts)
-    for i, (_, names) in enumerate(facts):
-        present[i, [list(KARTS).index(n) for n in names]] = 1.0
+    places = torch.tensor([p for _, p in facts])  # (N, karts, 2): each kart's side and depth class
     head = FactsHead(model.num_image_tokens, model.config.vision_channels[-1], len(KARTS))
     vision_params = list(model.vision.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(vision_params, lr=learning_rate, weight_decay=0.01)
@@ -653,8 +669,8 @@ def pretrain(
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, vision_steps, learning_rate, warmup=min(100, vision_steps // 10 + 1))
         rows = np.random.default_rng([seed, 1, step]).choice(len(views), batch_size, replace=False)
-        logits, present_logits = head(model.vision(pictures.batch([paths[i] for i in rows])))
-        loss = facts_loss(logits, present_logits, {n: t[rows] for n, t in fact_targets.items()}, present[rows])
+        logits, place_logits = head(model.vision(pictures.batch([paths[i] for i in rows])))
+        loss = facts_loss(logits, place_logits, {n: t[rows] for n, t in fact_targets.items()}, places[rows])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vision_params, 1.0)

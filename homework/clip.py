@@ -54,7 +54,7 @@ class ClipConfig:
     pool_queries: int = 8  # attention pooling: learned queries, each free to look at its own part of the picture
     pool_heads: int = 4  # attention pooling: heads
     text_pool: str = "mean"  # how the text tower pools its tokens: mean | last (the [EOS] token)
-    vision_lora_stages: int = 2  # LoRA on the convolutions of the vision encoder's last N stages (0: frozen)
+    vision_lora_stages: int = 4  # LoRA on the convolutions of the vision encoder's last N stages (0: frozen)
     lora_rank: int = 8  # LoRA rank r of both towers (alpha = 2r)
 
     def __post_init__(self) -> None:
@@ -530,17 +530,17 @@ def train(
     data_dir: str = "data",
     train_split: str = "train",
     valid_split: str = "valid",
-    max_steps: int = 600,
+    max_steps: int = 1500,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
     uniformity_weight: float = 0.3,
-    max_train_images: int = 6000,
+    max_train_images: int = 20000,
     embed_dim: int = 128,
     pool: str = "flat",
     flat_channels: int = 32,
     pool_queries: int = 8,
     text_pool: str = "mean",
-    vision_lora_stages: int = 2,
+    vision_lora_stages: int = 4,
     lora_rank: int = 8,
     seed: int = 0,
     eval_every: int = 100,

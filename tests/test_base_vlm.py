@@ -152,24 +152,34 @@ def test_describe_states_facts_not_questions(kart_data):
 
 
 def test_vision_facts_agree_with_the_descriptions(kart_data):
-    from generate_qa import split_views
+    from generate_qa import depth, side, split_views
     from worlds.kart import KARTS, TRACKS
 
-    checked = 0
+    checked = placed = 0
     for _, view in split_views(kart_data / "tiny"):
-        facts, present = bv.view_facts(view)
+        facts, places = bv.view_facts(view)
         clauses = bv.describe(view)
-        assert clauses[0] == f"track {list(TRACKS)[facts['track']]}"
+        assert clauses[0] == f"track {list(TRACKS)[facts['track']]}" and len(places) == len(KARTS)
+        in_view = {k.name for k in view.others} | ({view.ego.name} if view.ego else set())
+        assert all(places[i] == (0, 0) for i, name in enumerate(KARTS) if name not in in_view)  # absent
         if view.ego is None:
-            assert facts["ego"] == -100 and present == []
+            assert facts["ego"] == -100
             continue
-        assert clauses[1] == f"ego {list(KARTS)[facts['ego']]}" and present[0] == view.ego.name
+        assert clauses[1] == f"ego {list(KARTS)[facts['ego']]}" and places[facts["ego"]] == (1, 1)
+        for k in view.others:
+            where = places[list(KARTS).index(k.name)]
+            if k.hidden or k.tiny:
+                assert where == (-100, -100)
+            else:
+                assert where[0] == (bv.SIDES.index(side(k, view.ego)) if side(k, view.ego) else -100)
+                assert where[1] == (bv.DEPTHS.index(depth(k, view.ego)) if depth(k, view.ego) else -100)
+                placed += 1
         if facts["karts"] >= 0:
             assert f"{facts['karts']} karts" in clauses
         if facts["left"] >= 0:
             assert f"left {facts['left']} right {facts['right']}" in clauses
         checked += 1
-    assert checked > 0
+    assert checked > 0 and placed > 0
 
 
 def test_facts_loss_ignores_unknown_facts_and_is_zero_when_certain():
@@ -177,11 +187,16 @@ def test_facts_loss_ignores_unknown_facts_and_is_zero_when_certain():
     targets = {name: torch.tensor([1, -100]) for name in bv.FACT_CLASSES}
     for name in bv.FACT_CLASSES:
         logits[name][0, 1] = 50.0  # certain and right on the first picture; the second's facts are unknown
-    present = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    loss = bv.facts_loss(logits, present * 100 - 50, targets, present)
+    places = torch.tensor([[[0, 0], [2, 3], [-100, -100]], [[1, 1], [-100, 2], [0, 0]]])  # (B=2, karts=3, 2)
+    place_logits = torch.full((2, 3, 2, 4), -50.0).scatter(-1, places.clamp(min=0)[..., None], 50.0)
+    loss = bv.facts_loss(logits, place_logits, targets, places)
     assert float(loss) < 1e-6
-    wrong = bv.facts_loss(logits, present * 100 - 50, {n: torch.tensor([0, -100]) for n in bv.FACT_CLASSES}, present)
+    wrong = bv.facts_loss(logits, place_logits, {n: torch.tensor([0, -100]) for n in bv.FACT_CLASSES}, places)
     assert float(wrong) > 50 * len(bv.FACT_CLASSES) - 1
+    # One certain but wrong place among the 9 known ones costs 100 / 9 in the places' mean.
+    flipped = place_logits.clone()
+    flipped[0, 1, 0] = flipped[0, 1, 0].flip(-1)
+    assert float(bv.facts_loss(logits, flipped, targets, places)) == pytest.approx(100 / 9, rel=1e-4)
 
 
 def test_cli_help(run_cli):
