@@ -488,10 +488,13 @@ def cache_prefix(model: KartCLIP, pictures: PictureCache, desc: str, batch_size:
     from tqdm import tqdm
 
     paths = list(pictures.index)
-    chunks = []
+    out = None  # filled in place: a list of chunks and their concatenation would need twice the memory
     for i in tqdm(range(0, len(paths), batch_size), desc=f"vision features {desc}", unit="batch", mininterval=1):
-        chunks.append(model.vision_prefix(pictures.batch(paths[i:i + batch_size])).half())
-    return torch.cat(chunks)
+        chunk = model.vision_prefix(pictures.batch(paths[i:i + batch_size])).half()
+        if out is None:
+            out = torch.empty((len(paths), *chunk.shape[1:]), dtype=torch.float16)
+        out[i:i + len(chunk)] = chunk
+    return out
 
 
 @torch.no_grad()
