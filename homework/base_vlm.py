@@ -481,10 +481,95 @@ def _fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def _check_positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        _fail(f"--{name} must be a positive integer, got {value!r}")
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    """VALUE as given on the command line (Fire types values by their look), or one clear line."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(f"--{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+@torch.no_grad()
+def frozen_features(model: nn.Module, pictures: PictureCache, start: int, desc: str = "pictures",
+                    batch_size: int = 128, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """The activations of every cached picture entering block `start` of `model.vision` (N, C, h, w),
+    by default in float16 to halve the memory, for training whose first vision blocks are frozen:
+    computed once instead of at every step. The blocks before `start` must be frozen."""
+    from tqdm import tqdm
+
+    frozen = model.vision.stages[:start]
+    trained = [n for n, p in frozen.named_parameters() if p.requires_grad]
+    if trained:
+        raise ValueError(f"vision block {trained[0]} is being trained, so its output cannot be cached")
+    was_training = frozen.training
+    frozen.eval()
+    paths = list(pictures.index)
+    out = None  # filled in place: a list of chunks and their concatenation would need twice the memory
+    for i in tqdm(range(0, len(paths), batch_size), desc=f"vision features {desc}", unit="batch", mininterval=1):
+        chunk = frozen(pictures.batch(paths[i:i + batch_size])).to(dtype)
+        if out is None:
+            out = torch.empty((len(paths), *chunk.shape[1:]), dtype=dtype)
+        out[i:i + len(chunk)] = chunk
+    frozen.train(was_training)
+    return out
+
+
+def open_checkpoint(path: Path, required: tuple[str, ...], what: str, command: str) -> dict:
+    """A checkpoint directory's training_config.json, after checking that the directory and its
+    REQUIRED files are there; one clear line otherwise. WHAT names the kind ("a CLIP"), COMMAND
+    the one that makes it."""
+    if not path.is_dir():
+        _fail(f"no checkpoint directory at {path}; train one with `{command}`")
+    for name in (*required, "training_config.json"):
+        if not (path / name).is_file():
+            _fail(f"{path} is not {what} checkpoint: {name} is missing")
+    try:
+        record = json.loads((path / "training_config.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        _fail(f"{path}/training_config.json is not valid JSON ({e}); train the checkpoint again")
+    if not isinstance(record, dict):
+        _fail(f"{path}/training_config.json holds no settings; train the checkpoint again")
+    return record
+
+
+def base_of(record: dict, path: Path, device: str | None = None, trained: str = "trained",
+            again: str = "train again") -> BaseVLM:
+    """The base a checkpoint's RECORD names, if its weights are the ones the checkpoint was
+    trained on (by fingerprint); one clear line otherwise ("PATH was TRAINED on ...; AGAIN")."""
+    vlm = BaseVLM(record.get("base", "tiny"), device=device)
+    if record.get("base_fingerprint") != vlm.fingerprint:
+        _fail(f"{path} was {trained} on a base with fingerprint {str(record.get('base_fingerprint'))[:12]}, but base "
+              f"{record.get('base', 'tiny')!r} here has {vlm.fingerprint[:12]}; {again} on this base")
+    return vlm
+
+
+def plot_training_curve(history: list[dict], out: Path, breakdown: str, ylabel: str,
+                        losses: dict[str, str] | None = None, yscale: str = "linear",
+                        chance: float | None = None) -> None:
+    """Two panels: the training losses (LOSSES: label -> history key) against steps, and the
+    validation accuracy, overall and per BREAKDOWN key (a family, a template), against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    logged = [h for h in history if "loss" in h]
+    for label, key in (losses or {"loss": "loss"}).items():
+        a.plot([h["step"] for h in logged], [h[key] for h in logged], label=label)
+    a.set(xlabel="step", ylabel="training loss (mean of last 20)", yscale=yscale)
+    if len(losses or {}) > 1:
+        a.legend(fontsize=7)
+    evals = [h for h in history if "accuracy" in h]
+    b.plot([h["step"] for h in evals], [h["accuracy"] for h in evals], marker="o", color="k", label="all")
+    for name in evals[-1][breakdown] if evals else []:
+        b.plot([h["step"] for h in evals], [h[breakdown].get(name, np.nan) for h in evals], alpha=0.6, label=name)
+    if chance is not None:
+        b.axhline(chance, color="grey", linestyle=":", label="chance")
+    b.set(xlabel="step", ylabel=ylabel, ylim=(0, 1.02))
+    b.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 # The vision tower is pretrained first, on its own, as a SigLIP tower is before a SmolVLM is
@@ -507,24 +592,24 @@ def view_facts(view) -> tuple[dict[str, int], list[tuple[int, int]]]:
 
     facts = dict.fromkeys(FACT_CLASSES, -100)
     facts["track"] = list(TRACKS).index(view.track)
+    index = {name: i for i, name in enumerate(KARTS)}
     places = [(0, 0)] * len(KARTS)
-    ego = view.ego
     for k in view.others:
-        places[list(KARTS).index(k.name)] = (-100, -100)
+        places[index[k.name]] = (-100, -100)
+    ego = view.ego
     if ego is None:
         return facts, places
     counted = [k for k in view.others if not k.tiny]
-    facts["ego"] = list(KARTS).index(ego.name)
+    relations = [(side(k, ego), depth(k, ego)) for k in counted]
+    facts["ego"] = index[ego.name]
     places[facts["ego"]] = (1, 1)
-    for k in counted:
+    for k, (where, ahead) in zip(counted, relations, strict=True):
         if not k.hidden:
-            where, ahead = side(k, ego), depth(k, ego)
-            places[list(KARTS).index(k.name)] = (SIDES.index(where) if where else -100,
-                                                 DEPTHS.index(ahead) if ahead else -100)
+            places[index[k.name]] = (SIDES.index(where) if where else -100, DEPTHS.index(ahead) if ahead else -100)
     if not ego.hidden and not any(k.hidden or k.tiny for k in view.others):
         top = FACT_CLASSES["karts"] - 1
         facts["karts"] = min(len(counted) + 1, top)
-        sides, depths = [side(k, ego) for k in counted], [depth(k, ego) for k in counted]
+        sides, depths = [r[0] for r in relations], [r[1] for r in relations]
         if all(sides):
             facts["left"], facts["right"] = min(sides.count("left"), top), min(sides.count("right"), top)
         if all(depths):
@@ -622,7 +707,7 @@ def pretrain(
     from generate_qa import ensure_world, split_views
 
     if threads is not None:
-        torch.set_num_threads(_check_positive_int("threads", threads))
+        torch.set_num_threads(_check_int("threads", threads))
     for name, value in (("vision_steps", vision_steps), ("max_steps", max_steps), ("batch_size", batch_size),
                         ("seed", seed)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in ("max_steps", "batch_size") else 0):
@@ -692,9 +777,7 @@ def pretrain(
     model.vision.stages.requires_grad_(False)
     model.vision.eval()
     after = len(model.vision.stages)  # model.vision(x, start=after) adds only the position embedding
-    with torch.no_grad():
-        features = torch.cat([model.vision.stages(pictures.batch(paths[i:i + 256]))
-                              for i in tqdm(range(0, len(paths), 256), desc="vision features", unit="batch")])
+    features = frozen_features(model, pictures, after, str(split), batch_size=256, dtype=torch.float32)
     statements = [describe(v) for _, v in views]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)

@@ -36,7 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from homework.base_vlm import BaseVLM, PictureCache, _fail, cosine_lr, pixel_values
+from homework.base_vlm import (
+    BaseVLM,
+    PictureCache,
+    _check_int,
+    _fail,
+    base_of,
+    cosine_lr,
+    frozen_features,
+    open_checkpoint,
+    pixel_values,
+    plot_training_curve,
+)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "clip"
 MAX_CHECKPOINT_MB = 10
@@ -134,7 +145,7 @@ class KartCLIP(nn.Module):
         self.config = config
         self.vlm = vlm
         self.tokenizer = tokenizer
-        inner = self._inner()
+        inner = self.inner()
         width, text_width = inner.config.vision_channels[-1], inner.language_model.config.hidden_size
         if config.pool == "flat":
             self.image_pool = FlatPool(width, inner.num_image_tokens, config.flat_channels)
@@ -148,7 +159,7 @@ class KartCLIP(nn.Module):
         # The vision stages before `frozen_stages` carry no LoRA: their output can be computed once.
         self.frozen_stages = len(inner.vision.stages) - config.vision_lora_stages
 
-    def _inner(self) -> nn.Module:
+    def inner(self) -> nn.Module:
         """The KartVLMForConditionalGeneration under the peft wrapper (LoRA layers in place)."""
         return self.vlm.get_base_model() if hasattr(self.vlm, "get_base_model") else self.vlm
 
@@ -158,12 +169,12 @@ class KartCLIP(nn.Module):
 
     def vision_prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pictures -> the output of the frozen vision stages (B, C', h', w')."""
-        return self._inner().vision.stages[: self.frozen_stages](pixel_values)
+        return self.inner().vision.stages[: self.frozen_stages](pixel_values)
 
     def encode_image(self, pixel_values: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                      normalize: bool = True) -> torch.Tensor:
         """(B, 3, H, W) pictures, or their `vision_prefix` computed earlier -> (B, D) image features."""
-        vision = self._inner().vision
+        vision = self.inner().vision
         if prefix is None:
             prefix = self.vision_prefix(pixel_values)
         # BEGIN SOLUTION (hint: the remaining vision stages, one token per cell plus the encoder's position, pool, project)
@@ -175,7 +186,7 @@ class KartCLIP(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """(B, T) right-padded "[BOS] caption [EOS]" ids and their mask -> (B, D) text features."""
         # BEGIN SOLUTION (hint: the decoder's hidden states at each caption's last real token, then project)
-        hidden = self._inner().language_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.inner().language_model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.text_pool == "mean":
             weights = attention_mask[..., None].to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)  # (B, C)
@@ -307,15 +318,11 @@ def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
     from peft import PeftModel
 
     path = Path(checkpoint)
-    if not path.is_dir():
-        _fail(f"no checkpoint directory at {path}; train one with `python -m homework.clip train`")
-    for name in ("adapter_config.json", "adapter_model.safetensors", ADDITIONAL_WEIGHTS, "training_config.json"):
-        if not (path / name).is_file():
-            _fail(f"{path} is not a CLIP checkpoint: {name} is missing")
+    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors", ADDITIONAL_WEIGHTS), "a CLIP",
+                             "python -m homework.clip train")
     size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 2**20
     if size_mb > MAX_CHECKPOINT_MB:
         _fail(f"{path} weighs {size_mb:.1f} MB, over the {MAX_CHECKPOINT_MB} MB limit")
-    record = json.loads((path / "training_config.json").read_text())
     if record.get("assignment") != "clip":
         _fail(f"{path} holds a {record.get('assignment')!r} checkpoint, not a CLIP one")
     known = {f.name for f in dataclasses.fields(ClipConfig)}
@@ -326,10 +333,7 @@ def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
         config = ClipConfig(**record.get("config", {}))
     except ValueError as e:
         _fail(f"{path}/training_config.json: {e}")
-    vlm = BaseVLM(record.get("base", "tiny"), device=device)
-    if record.get("base_fingerprint") != vlm.fingerprint:
-        _fail(f"{path} was trained on a base with fingerprint {str(record.get('base_fingerprint'))[:12]}, but base "
-              f"{record.get('base', 'tiny')!r} here has {vlm.fingerprint[:12]}; train again on this base")
+    vlm = base_of(record, path, device)
     model = KartCLIP(PeftModel.from_pretrained(vlm.model, path), vlm.tokenizer, config)
     state = torch.load(path / ADDITIONAL_WEIGHTS, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -450,12 +454,6 @@ def caption_index(split: str, data_dir: str) -> dict[str, set[str]]:
 # ----------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(f"--{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def uniformity(features: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """log of the mean Gaussian potential between distinct unit features (Wang & Isola 2020,
     arXiv:2005.10242): lowest when they spread evenly over the sphere. (M, D) -> a scalar <= 0."""
@@ -483,48 +481,9 @@ def caption_vocabulary(max_count: int = 20) -> list[str]:
 
 
 @torch.no_grad()
-def cache_prefix(model: KartCLIP, pictures: PictureCache, desc: str, batch_size: int = 128) -> torch.Tensor:
-    """(N, C', h', w') output of the frozen vision stages for every cached picture, in float16."""
-    from tqdm import tqdm
-
-    paths = list(pictures.index)
-    out = None  # filled in place: a list of chunks and their concatenation would need twice the memory
-    for i in tqdm(range(0, len(paths), batch_size), desc=f"vision features {desc}", unit="batch", mininterval=1):
-        chunk = model.vision_prefix(pictures.batch(paths[i:i + batch_size])).half()
-        if out is None:
-            out = torch.empty((len(paths), *chunk.shape[1:]), dtype=torch.float16)
-        out[i:i + len(chunk)] = chunk
-    return out
-
-
-@torch.no_grad()
 def prefix_features(model: KartCLIP, prefix: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     model.eval()
     return torch.cat([model.encode_image(prefix=prefix[i:i + batch_size]) for i in range(0, len(prefix), batch_size)])
-
-
-def _plot_curve(history: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    losses = [h for h in history if "loss" in h]
-    a.plot([h["step"] for h in losses], [h["contrastive"] for h in losses], label="contrastive")
-    a.plot([h["step"] for h in losses], [h["loss"] for h in losses], label="with uniformity")
-    a.set(xlabel="step", ylabel="training loss (mean of last 20)")
-    a.legend(fontsize=7)
-    evals = [h for h in history if "accuracy" in h]
-    b.plot([h["step"] for h in evals], [h["accuracy"] for h in evals], marker="o", color="k", label="all")
-    for t in evals[-1]["per_template"] if evals else []:
-        b.plot([h["step"] for h in evals], [h["per_template"].get(t, np.nan) for h in evals], alpha=0.6, label=t)
-    b.axhline(0.2, color="grey", linestyle=":", label="chance")
-    b.set(xlabel="step", ylabel="valid multiple-choice accuracy", ylim=(0, 1))
-    b.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 def train(
@@ -629,9 +588,10 @@ def train(
     model = KartCLIP(add_lora(vlm.model, config), vlm.tokenizer, config)
     ids, mask = caption_batch(vlm.tokenizer, vocabulary)  # (V, T): the text side of every step
     # The frozen vision stages' output for each picture, computed once: on a CPU that is most of a step's work.
-    train_prefix = cache_prefix(model, PictureCache(paths, desc=str(train_split)), str(train_split))
+    train_prefix = frozen_features(model.inner(), PictureCache(paths, desc=str(train_split)), model.frozen_stages,
+                                   str(train_split))
     valid_pictures = PictureCache(sorted({s["image_path"] for s in valid_sets}), desc=str(valid_split))
-    valid_prefix = cache_prefix(model, valid_pictures, str(valid_split))
+    valid_prefix = frozen_features(model.inner(), valid_pictures, model.frozen_stages, str(valid_split))
     valid_rows = [valid_pictures.index[s["image_path"]] for s in valid_sets]
     valid_captions = sorted({c for s in valid_sets for c in s["candidates"]})
 
@@ -687,7 +647,8 @@ def train(
                 save_model(model, out, {**settings, "best_step": step + 1, "best_valid_accuracy": best,
                                         "train_seconds": round(time.time() - start, 1)})
             (out / "history.json").write_text(json.dumps(history, indent=1))
-            _plot_curve(history, out / "training_curve.png")
+            plot_training_curve(history, out / "training_curve.png", "per_template", "valid multiple-choice accuracy",
+                                losses={"contrastive": "contrastive", "with uniformity": "loss"}, chance=0.2)
     print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({settings['setup_seconds']:.0f} s of setup, "
           f"{time.time() - start:.0f} s of training)")
 

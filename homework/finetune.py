@@ -24,20 +24,19 @@ import torch
 from homework.base_vlm import (
     BaseVLM,
     PictureCache,
+    _check_int,
     _fail,
+    base_of,
     cosine_lr,
+    frozen_features,
+    open_checkpoint,
+    plot_training_curve,
     text_batch,
 )
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "vlm"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_ADAPTER_MB = 10
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(f"--{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
@@ -61,43 +60,18 @@ def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
     # END SOLUTION
 
 
-@torch.no_grad()
-def cache_vision_features(model, pictures: PictureCache, start: int, batch_size: int = 128) -> torch.Tensor:
-    """The activations of every cached picture entering block `start` of the vision encoder
-    (N, C, h, w), in float16 to halve the memory. The blocks before `start` must be frozen."""
-    from tqdm import tqdm
-
-    frozen = model.vision.stages[:start]
-    trained = [n for n, p in frozen.named_parameters() if p.requires_grad]
-    if trained:
-        raise ValueError(f"vision block {trained[0]} is being trained, so its output cannot be cached")
-    model.eval()
-    paths = list(pictures.index)
-    chunks = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="vision features", unit="batch", mininterval=1):
-        chunks.append(frozen(pictures.batch(paths[i:i + batch_size])).half())
-    return torch.cat(chunks)
-
-
 def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM:
     """A BaseVLM with a fine-tuned adapter merged in; clear errors for a missing checkpoint or
     one trained on another base."""
     from peft import PeftModel
 
     path = Path(checkpoint)
-    if not path.is_dir():
-        _fail(f"no checkpoint directory at {path}; train one with `python -m homework.finetune train`")
-    for name in ("adapter_config.json", "adapter_model.safetensors", "training_config.json"):
-        if not (path / name).is_file():
-            _fail(f"{path} is not a fine-tuned checkpoint: {name} is missing")
+    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors"), "a fine-tuned",
+                             "python -m homework.finetune train")
     size_mb = (path / "adapter_model.safetensors").stat().st_size / 2**20
     if size_mb > MAX_ADAPTER_MB:
         _fail(f"the adapter in {path} is {size_mb:.1f} MB, over the {MAX_ADAPTER_MB} MB limit; lower --lora_rank")
-    config = json.loads((path / "training_config.json").read_text())
-    vlm = BaseVLM(config.get("base", "tiny"), device=device)
-    if config.get("base_fingerprint") != vlm.fingerprint:
-        _fail(f"{path} was fine-tuned on a base with fingerprint {str(config.get('base_fingerprint'))[:12]}, but base "
-              f"{config.get('base', 'tiny')!r} here has {vlm.fingerprint[:12]}; fine-tune again on this base")
+    vlm = base_of(record, path, device, trained="fine-tuned", again="fine-tune again")
     vlm.model = PeftModel.from_pretrained(vlm.model, path).merge_and_unload().to(vlm.device).eval()
     return vlm
 
@@ -105,27 +79,6 @@ def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM
 def load_reference() -> BaseVLM:
     """The committed reference checkpoint, ready for `answer()`."""
     return load_finetuned(REFERENCE_DIR)
-
-
-def _plot_curve(history: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    steps = [h["step"] for h in history if "loss" in h]
-    a.plot(steps, [h["loss"] for h in history if "loss" in h])
-    a.set(xlabel="step", ylabel="training loss (mean of last 20)", yscale="log")
-    evals = [h for h in history if "accuracy" in h]
-    b.plot([h["step"] for h in evals], [h["accuracy"] for h in evals], marker="o", label="all")
-    for fam in evals[-1]["per_family"] if evals else []:
-        b.plot([h["step"] for h in evals], [h["per_family"].get(fam, np.nan) for h in evals], alpha=0.6, label=fam)
-    b.set(xlabel="step", ylabel="valid accuracy", ylim=(0, 1))
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 def train(
@@ -207,7 +160,7 @@ def train(
     # The vision encoder's first blocks stay frozen, so their output for each picture is computed
     # once here instead of at every step: on a CPU that is most of a step's work.
     first_trained = num_blocks - vision_blocks
-    features = cache_vision_features(model, pictures, first_trained)
+    features = frozen_features(model, pictures, first_trained, str(train_split))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
@@ -259,7 +212,7 @@ def train(
                     {**settings, "best_step": step + 1, "best_valid_accuracy": best,
                      "seconds": round(time.time() - start, 1)}, indent=1))
             (out / "history.json").write_text(json.dumps(history, indent=1))
-            _plot_curve(history, out / "training_curve.png")
+            plot_training_curve(history, out / "training_curve.png", "per_family", "valid accuracy", yscale="log")
     print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({time.time() - start:.0f} s)")
 
 
