@@ -513,10 +513,10 @@ def frozen_features(model: nn.Module, pictures: PictureCache, start: int, desc: 
     return out
 
 
-def open_checkpoint(path: Path, required: tuple[str, ...], what: str, command: str) -> dict:
+def open_checkpoint(path: Path, required: tuple[str, ...], assignment: str, what: str, command: str) -> dict:
     """A checkpoint directory's training_config.json, after checking that the directory and its
-    REQUIRED files are there; one clear line otherwise. WHAT names the kind ("a CLIP"), COMMAND
-    the one that makes it."""
+    REQUIRED files are there and that it belongs to ASSIGNMENT ("vlm", "clip"); one clear line
+    otherwise. WHAT names the kind ("a CLIP"), COMMAND the one that makes it."""
     if not path.is_dir():
         _fail(f"no checkpoint directory at {path}; train one with `{command}`")
     for name in (*required, "training_config.json"):
@@ -528,6 +528,9 @@ def open_checkpoint(path: Path, required: tuple[str, ...], what: str, command: s
         _fail(f"{path}/training_config.json is not valid JSON ({e}); train the checkpoint again")
     if not isinstance(record, dict):
         _fail(f"{path}/training_config.json holds no settings; train the checkpoint again")
+    found = record.get("assignment", "vlm")  # VLM checkpoints made before the key existed are the VLM's
+    if found != assignment:
+        _fail(f"{path} holds a {found!r} checkpoint, not {what} one; pass a checkpoint made by `{command}`")
     return record
 
 

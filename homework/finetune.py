@@ -66,8 +66,8 @@ def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM
     from peft import PeftModel
 
     path = Path(checkpoint)
-    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors"), "a fine-tuned",
-                             "python -m homework.finetune train")
+    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors"), "vlm",
+                             "a fine-tuned VLM", "python -m homework.finetune train")
     size_mb = (path / "adapter_model.safetensors").stat().st_size / 2**20
     if size_mb > MAX_ADAPTER_MB:
         _fail(f"the adapter in {path} is {size_mb:.1f} MB, over the {MAX_ADAPTER_MB} MB limit; lower --lora_rank")
@@ -163,7 +163,7 @@ def train(
     features = frozen_features(model, pictures, first_trained, str(train_split))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
+    settings = {"assignment": "vlm", "base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
                 "valid_split": str(valid_split), "data_dir": str(data_dir), "max_steps": max_steps,
                 "batch_size": batch_size, "learning_rate": learning_rate, "lora_rank": lora_rank,
                 "vision_blocks": vision_blocks, "seed": seed,

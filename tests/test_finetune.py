@@ -87,6 +87,19 @@ def test_missing_or_incomplete_checkpoints_are_clear_errors(tmp_path):
         finetune.load_finetuned(tmp_path / "half")
 
 
+def test_another_assignments_or_a_broken_checkpoint_is_a_clear_error(tmp_path):
+    from homework import clip
+
+    with pytest.raises(SystemExit, match="holds a 'clip' checkpoint, not a fine-tuned VLM one") as error:
+        finetune.load_finetuned(clip.REFERENCE_DIR)
+    assert "\n" not in str(error.value)
+    broken = tmp_path / "broken"
+    shutil.copytree(finetune.REFERENCE_DIR, broken)
+    (broken / "training_config.json").write_text("{oops")
+    with pytest.raises(SystemExit, match="training_config.json is not valid JSON"):
+        finetune.load_finetuned(broken)
+
+
 def test_an_existing_checkpoint_is_not_overwritten(checkpoint, random_base):
     with pytest.raises(SystemExit, match="--overwrite"):
         finetune.train(output_dir=str(checkpoint), base=str(random_base), data_dir=str(DEMO_DATA),
