@@ -45,8 +45,8 @@ def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
     Some small modules are trained in full too (peft's modules_to_save): the token embeddings
     and the output layer, because the question words and some answer words (kart names) were
     never told apart in the base's pretraining; the connector, so that the fine-tuned model
-    can re-read the vision features; and the vision encoder's last `vision_blocks` blocks,
-    because the base's features do not keep what the questions need (which kart the ego is)."""
+    can re-read the vision features; and the vision encoder's last `vision_blocks` blocks, so
+    that the features can adapt to the questions too."""
     from peft import LoraConfig, get_peft_model
 
     # BEGIN SOLUTION (hint: a peft LoraConfig on the attention and MLP projections, then get_peft_model)
@@ -114,8 +114,7 @@ def train(
         learning_rate: peak AdamW learning rate (warm-up, then cosine to a tenth).
         lora_rank: LoRA rank r (alpha = 2r).
         vision_blocks: the vision encoder's last blocks trained in full too (the default, 2, is
-            its last stride-2 stage and residual block: 90% on valid in 1,500 steps instead of
-            82% with the encoder frozen; 0 freezes it, for cheaper steps).
+            its last stride-2 stage and residual block; 0 freezes the encoder, for cheaper steps).
         seed: seed of the adapter's initialisation and of the batches.
         eval_every: steps between evaluations.
         eval_samples: valid questions per evaluation.

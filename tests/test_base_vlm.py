@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,6 +143,24 @@ def test_pretrain_is_deterministic_across_processes(run_cli, kart_data, tmp_path
     assert r.returncode != 0 and "--overwrite" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_longer_description_stage_resumes_the_vision_stage_and_gives_the_same_base(run_cli, kart_data, tmp_path):
+    common = ["-m", "homework.base_vlm", "pretrain", "--split", "tiny", "--data_dir", str(kart_data),
+              "--vision_steps", "2", "--batch_size", "4", "--threads", "1"]
+    r = run_cli(*common, "--max_steps", "2", "--output_dir", str(tmp_path / "short"), "--run_dir", str(tmp_path / "run"),
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # Only the description stage's length changes: the vision stage is taken from the run's state.
+    r = run_cli(*common, "--max_steps", "4", "--output_dir", str(tmp_path / "resumed"), "--run_dir", str(tmp_path / "run"),
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.output and "vision.pt at step 2" in r.output
+    assert "describe.pt was made with other settings" in r.output
+    r = run_cli(*common, "--max_steps", "4", "--output_dir", str(tmp_path / "fresh"), "--run_dir", str(tmp_path / "run2"),
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (tmp_path / "fresh" / "model.safetensors").read_bytes()
+
+
 def test_describe_states_facts_not_questions(kart_data):
     from generate_qa import read_view
 
@@ -197,6 +216,53 @@ def test_facts_loss_ignores_unknown_facts_and_is_zero_when_certain():
     flipped = place_logits.clone()
     flipped[0, 1, 0] = flipped[0, 1, 0].flip(-1)
     assert float(bv.facts_loss(logits, flipped, targets, places)) == pytest.approx(100 / 9, rel=1e-4)
+
+
+def test_kart_maps_put_each_seen_kart_on_its_nearest_token(kart_data):
+    from generate_qa import split_views
+    from worlds.kart import KARTS
+
+    grid = (7, 10)
+    seen = 0
+    for _, view in split_views(kart_data / "tiny"):
+        target, offset = bv.view_map(view, grid)
+        assert target.shape == (len(KARTS), *grid) and offset.shape == (len(KARTS), 2)
+        karts = ([view.ego] if view.ego else []) + list(view.others)
+        for name in set(KARTS) - {k.name for k in karts}:  # absent karts are nowhere
+            assert (target[list(KARTS).index(name)] == 0).all()
+        for k in karts:
+            i = list(KARTS).index(k.name)
+            assert np.abs(target[i]).sum() == 1  # exactly one cell: the kart's own, known or ignored
+            r, c = map(int, np.argwhere(target[i] != 0)[0])
+            assert target[i, r, c] == (-1 if (k.hidden or k.tiny) else 1)
+            # The cell plus the offset gives back the kart's centre (inside the picture's grid).
+            assert (c + offset[i, 0]) * bv.CELL == pytest.approx(k.cx, abs=1e-3) or c in (0, grid[1] - 1)
+            assert (r + offset[i, 1]) * bv.CELL == pytest.approx(k.cy, abs=1e-3) or r in (0, grid[0] - 1)
+            seen += target[i, r, c] == 1
+    assert seen > 0
+
+
+def test_map_loss_ignores_hidden_karts_and_is_zero_when_certain():
+    target = torch.zeros(2, 3, 2, 2, dtype=torch.int8)  # (B, karts, h, w)
+    target[0, 1, 0, 1] = 1  # picture 0: kart 1 at cell (0, 1); kart 2 hidden at cell (1, 1)
+    target[0, 2, 1, 1] = -1
+    target[1, 0, 1, 0] = 1  # picture 1: kart 0 at cell (1, 0)
+    offset = torch.zeros(2, 3, 2)
+    offset[0, 1] = torch.tensor([0.25, -0.5])
+    out = torch.zeros(2, 4, 3, 3)  # (B, N, karts, 3)
+    out[..., 0] = -50.0
+    out[0, 1, 1] = torch.tensor([50.0, 0.25, -0.5])
+    out[1, 2, 0, 0] = 50.0
+    out[0, 3, 2, 0] = 50.0  # the hidden kart's cell: whatever is said there is not counted
+    assert float(bv.map_loss(out, target, offset)) < 1e-6
+    # A kart missed costs 50 (its positive logit is -50), and an offset 0.5 off costs 0.5,
+    # each divided by the two karts seen.
+    missed = out.clone()
+    missed[1, 2, 0, 0] = -50.0
+    assert float(bv.map_loss(missed, target, offset)) == pytest.approx(25.0, rel=1e-4)
+    shifted = out.clone()
+    shifted[0, 1, 1, 1] = 0.75
+    assert float(bv.map_loss(shifted, target, offset)) == pytest.approx(0.25, rel=1e-4)
 
 
 def test_cli_help(run_cli):
