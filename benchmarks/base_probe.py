@@ -22,7 +22,7 @@ from pathlib import Path
 import fire
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.curves import RESULTS
 
 
 def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_views: int = 600) -> None:
@@ -37,7 +37,7 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
     from tqdm import tqdm
 
     from generate_qa import depth, ensure_world, side, split_views
-    from homework.base_vlm import DESCRIBE_PROMPT, BaseVLM, pixel_values, prompt_ids
+    from homework.base_vlm import DESCRIBE_PROMPT, BaseVLM, pixel_values, text_batch
 
     vlm = BaseVLM(str(base), device="cpu")
     if vlm.kind != "kart_vlm":
@@ -51,11 +51,17 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
         for path, view in tqdm(views, desc="probing", unit="view", mininterval=1):
             ego = view.ego
             karts = [k for k in view.others if ego and not (k.tiny or k.hidden) and side(k, ego) and depth(k, ego)]
-            for k in karts:  # one at a time: names have different lengths in tokens
-                ids = prompt_ids(tok, DESCRIBE_PROMPT) + tok.encode(f"{k.name} {depth(k, ego)}", add_special_tokens=False)
-                logits = model(pixel_values=pixel_values([path]), input_ids=torch.tensor([ids])).logits[0]
-                said_depth = max(("front", "back"), key=lambda w: float(logits[-2, words[w]]))
-                said_side = max(("left", "right"), key=lambda w: float(logits[-1, words[w]]))
+            if not karts:
+                continue
+            # One row per kart, "[BOS] describe the scene . answer : NAME DEPTH [EOS]", right-padded: the
+            # decoder is causal, so each row's logits up to its own end are those it would have alone.
+            ids, mask, _ = text_batch(tok, [DESCRIBE_PROMPT] * len(karts), [f"{k.name} {depth(k, ego)}" for k in karts])
+            pixels = pixel_values([path]).expand(len(karts), -1, -1, -1)
+            logits = model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits  # (K, N + T, V)
+            ends = model.num_image_tokens + mask.sum(1) - 1  # each row's [EOS]
+            for k, row, end in zip(karts, logits, ends.tolist(), strict=True):
+                said_depth = max(("front", "back"), key=lambda w: float(row[end - 2, words[w]]))  # after the name
+                said_side = max(("left", "right"), key=lambda w: float(row[end - 1, words[w]]))  # after the depth
                 far = abs(k.cx - ego.cx)
                 band = "side, under 10 px" if far < 10 else "side, 10-25 px" if far < 25 else "side, 25 px or more"
                 for name, ok in (("depth", said_depth == depth(k, ego)), ("side", said_side == side(k, ego)),

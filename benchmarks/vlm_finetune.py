@@ -10,16 +10,14 @@ Writes to benchmarks/results/:
 
 from __future__ import annotations
 
-import csv
 import json
-import resource
 import time
 from pathlib import Path
 
 import fire
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.curves import RESULTS, peak_memory, seconds_to, write_curve
 
 
 def main(max_steps: int = 1500, eval_every: int = 100, eval_samples: int = 500, data_dir: str = "data") -> None:
@@ -31,11 +29,6 @@ def main(max_steps: int = 1500, eval_every: int = 100, eval_samples: int = 500, 
         eval_samples: valid questions per evaluation.
         data_dir: root folder of the data.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from homework.base_vlm import BaseVLM
     from homework.data import VQADataset, benchmark
     from homework.finetune import load_finetuned, train
@@ -46,25 +39,8 @@ def main(max_steps: int = 1500, eval_every: int = 100, eval_samples: int = 500, 
     out = Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     train(output_dir=str(out), data_dir=data_dir, max_steps=max_steps, eval_every=eval_every, eval_samples=eval_samples)
     evals = [h for h in json.loads((out / "history.json").read_text()) if "accuracy" in h]
-
-    RESULTS.mkdir(exist_ok=True)
-    families = list(evals[-1]["per_family"])
-    with open(RESULTS / f"vlm_finetune_{device}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "seconds", "accuracy", *families])
-        for h in evals:
-            w.writerow([h["step"], h["seconds"], round(h["accuracy"], 4), *(round(h["per_family"][k], 4) for k in families)])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([h["seconds"] for h in evals], [h["accuracy"] for h in evals], marker="o", label="all")
-    for k in families:
-        ax.plot([h["seconds"] for h in evals], [h["per_family"][k] for h in evals], alpha=0.5, label=k)
-    ax.axhline(0.7, color="grey", ls="--", lw=0.8)
-    ax.axhline(0.9, color="grey", ls=":", lw=0.8)
-    ax.set(xlabel=f"wall-clock seconds ({device})", ylabel="valid accuracy", ylim=(0, 1),
-           title="LoRA fine-tuning of the kit's base, default settings")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"vlm_finetune_{device}.png", dpi=110)
+    write_curve(evals, "per_family", f"vlm_finetune_{device}", xlabel=f"wall-clock seconds ({device})",
+                ylabel="valid accuracy", title="LoRA fine-tuning of the kit's base, default settings")
 
     vlm = load_finetuned(out)
     items = [valid[i] for i in range(len(valid))]
@@ -73,16 +49,11 @@ def main(max_steps: int = 1500, eval_every: int = 100, eval_samples: int = 500, 
         vlm.answer([it["image_path"] for it in items[i:i + 100]], [it["question"] for it in items[i:i + 100]])
     answers_per_s = len(items) / (time.perf_counter() - start)
 
-    def first(threshold: float):
-        return next((h["seconds"] for h in evals if h["accuracy"] >= threshold), None)
-
     figures = {
         "device": device, "threads": torch.get_num_threads(), "base_accuracy_before_finetuning": round(base_acc, 4),
         "final_accuracy": round(evals[-1]["accuracy"], 4), "best_accuracy": round(max(h["accuracy"] for h in evals), 4),
-        "seconds_to_70": first(0.7), "seconds_to_90": first(0.9), "train_seconds": evals[-1]["seconds"],
-        "answers_per_second": round(answers_per_s, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else None,
+        "seconds_to_70": seconds_to(evals, 0.7), "seconds_to_90": seconds_to(evals, 0.9),
+        "train_seconds": evals[-1]["seconds"], "answers_per_second": round(answers_per_s, 1), **peak_memory(device),
         "checkpoint": str(out),
     }
     (RESULTS / f"vlm_finetune_{device}.json").write_text(json.dumps(figures, indent=1))

@@ -534,6 +534,14 @@ def open_checkpoint(path: Path, required: tuple[str, ...], assignment: str, what
     return record
 
 
+def save_adapter(model, out: Path) -> None:
+    """A peft model's adapter (adapter_config.json, adapter_model.safetensors) into OUT, without
+    the model card peft writes beside it: it describes a hub model, not this checkpoint."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+
+
 def base_of(record: dict, path: Path, device: str | None = None, trained: str = "trained",
             again: str = "train again") -> BaseVLM:
     """The base a checkpoint's RECORD names, if its weights are the ones the checkpoint was
@@ -584,6 +592,7 @@ def plot_training_curve(history: list[dict], out: Path, breakdown: str, ylabel: 
 # is there. With the facts alone, the tower knew which karts a picture held but not which one was
 # where (a linear probe put a named kart on the right side of the ego 31% of the time after 6,000
 # steps); the map makes each token carry the identity of the kart it shows.
+KART_INDEX = {name: i for i, name in enumerate(KARTS)}  # a kart's row in the heads' outputs
 FACT_CLASSES = {"ego": len(KARTS), "track": len(TRACKS), "karts": 10, "left": 10, "right": 10, "front": 10, "back": 10}
 
 
@@ -599,20 +608,19 @@ def view_facts(view) -> tuple[dict[str, int], list[tuple[int, int]]]:
 
     facts = dict.fromkeys(FACT_CLASSES, -100)
     facts["track"] = list(TRACKS).index(view.track)
-    index = {name: i for i, name in enumerate(KARTS)}
     places = [(0, 0)] * len(KARTS)
     for k in view.others:
-        places[index[k.name]] = (-100, -100)
+        places[KART_INDEX[k.name]] = (-100, -100)
     ego = view.ego
     if ego is None:
         return facts, places
     counted = [k for k in view.others if not k.tiny]
     relations = [(side(k, ego), depth(k, ego)) for k in counted]
-    facts["ego"] = index[ego.name]
+    facts["ego"] = KART_INDEX[ego.name]
     places[facts["ego"]] = (1, 1)
     for k, (where, ahead) in zip(counted, relations, strict=True):
         if not k.hidden:
-            places[index[k.name]] = (SIDES.index(where) if where else -100, DEPTHS.index(ahead) if ahead else -100)
+            places[KART_INDEX[k.name]] = (SIDES.index(where) if where else -100, DEPTHS.index(ahead) if ahead else -100)
     if not ego.hidden and not any(k.hidden or k.tiny for k in view.others):
         top = FACT_CLASSES["karts"] - 1
         facts["karts"] = min(len(counted) + 1, top)
@@ -650,14 +658,13 @@ def view_map(view, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     the cell nearest a clearly seen kart's centre, -1 (ignored) at that of a hidden or tiny one,
     0 elsewhere; and (karts, 2) the centre's offset from its cell, in cells (x, y), -0.5 to 0.5."""
     h, w = grid
-    index = {name: i for i, name in enumerate(KARTS)}
     target = np.zeros((len(KARTS), h, w), np.int8)
     offset = np.zeros((len(KARTS), 2), np.float32)
     for k in ([view.ego] if view.ego else []) + list(view.others):
         x, y = k.cx / CELL, k.cy / CELL
         j, i = min(max(round(x), 0), w - 1), min(max(round(y), 0), h - 1)
-        target[index[k.name], i, j] = -1 if (k.hidden or k.tiny) else 1
-        offset[index[k.name]] = (x - j, y - i)
+        target[KART_INDEX[k.name], i, j] = -1 if (k.hidden or k.tiny) else 1
+        offset[KART_INDEX[k.name]] = (x - j, y - i)
     return target, offset
 
 
@@ -711,13 +718,12 @@ def _save_state(path: Path, **state) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def _load_state(path: Path, settings: dict, resume: bool, ignore: tuple[str, ...] = ()) -> dict | None:
-    """The state saved at PATH if its settings match (those named in IGNORE left out of the match)."""
+def _load_state(path: Path, settings: dict, resume: bool) -> dict | None:
+    """The state saved at PATH if it was made with the same SETTINGS."""
     if not (resume and path.exists()):
         return None
     state = torch.load(path, weights_only=True)
-    same = {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in ignore}
-    if {k: v for k, v in state["settings"].items() if k not in ignore} != same:
+    if state["settings"] != json.loads(json.dumps(settings)):
         print(f"not resuming: {path} was made with other settings")
         return None
     print(f"resuming from {path} at step {int(state['step'])}")
@@ -768,11 +774,9 @@ def pretrain(
 
     if threads is not None:
         torch.set_num_threads(_check_int("threads", threads))
-    for name, value in (("vision_steps", vision_steps), ("max_steps", max_steps), ("batch_size", batch_size),
-                        ("seed", seed)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in ("max_steps", "batch_size") else 0):
-            _fail(f"--{name} must be a {'positive' if name in ('max_steps', 'batch_size') else 'non-negative'} "
-                  f"integer, got {value!r}")
+    for name, value, minimum in (("vision_steps", vision_steps, 0), ("max_steps", max_steps, 1),
+                                 ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        _check_int(name, value, minimum)
     if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
         _fail(f"--learning_rate must be a positive number, got {learning_rate!r}")
     out = Path(output_dir)
@@ -792,6 +796,8 @@ def pretrain(
     settings = {"split": str(split), "num_samples": len(views), "vision_steps": vision_steps, "max_steps": max_steps,
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "threads": torch.get_num_threads(), "vision_targets": "facts and kart maps"}
+    # The vision stage does not depend on the description stage's length: a longer second stage reuses it.
+    vision_settings = {k: v for k, v in settings.items() if k != "max_steps"}
     run, start = Path(run_dir), time.time()
 
     # Stage 1: the vision tower and a throwaway linear head learn the pictures' facts.
@@ -807,7 +813,7 @@ def pretrain(
     vision_params = list(model.vision.parameters()) + list(head.parameters()) + list(map_head.parameters())
     opt = torch.optim.AdamW(vision_params, lr=learning_rate, weight_decay=0.01)
     step, losses = 0, []
-    state = _load_state(run / "vision.pt", settings, resume, ignore=("max_steps",))  # the next stage's length
+    state = _load_state(run / "vision.pt", vision_settings, resume)
     if state:
         model.vision.load_state_dict(state["vision"])
         head.load_state_dict(state["head"])
@@ -835,7 +841,7 @@ def pretrain(
         if step % 200 == 0 or step == vision_steps:
             _save_state(run / "vision.pt", vision=model.vision.state_dict(), head=head.state_dict(),
                         map_head=map_head.state_dict(),
-                        optimizer=opt.state_dict(), step=step, losses=losses, settings=settings)
+                        optimizer=opt.state_dict(), step=step, losses=losses, settings=vision_settings)
     bar.close()
     vision_loss = float(np.mean(losses[-100:])) if losses else None
 

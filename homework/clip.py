@@ -47,6 +47,7 @@ from homework.base_vlm import (
     open_checkpoint,
     pixel_values,
     plot_training_curve,
+    save_adapter,
 )
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "clip"
@@ -301,9 +302,7 @@ def caption_batch(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.T
 
 def save_model(model: KartCLIP, out: Path, record: dict) -> None:
     """Write the adapter, the additional weights and training_config.json; check the size."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.vlm.save_pretrained(out)
-    (out / "README.md").unlink(missing_ok=True)  # peft's generated model card: not ours to ship
+    save_adapter(model.vlm, out)
     torch.save(model.additional_state_dict(), out / ADDITIONAL_WEIGHTS)
     (out / "training_config.json").write_text(json.dumps(
         {"assignment": "clip", "config": dataclasses.asdict(model.config), **record}, indent=1) + "\n")

@@ -31,6 +31,7 @@ from homework.base_vlm import (
     frozen_features,
     open_checkpoint,
     plot_training_curve,
+    save_adapter,
     text_batch,
 )
 
@@ -203,9 +204,7 @@ def train(
                        + " ".join(f"{f}={a:.2f}" for f, a in result.per_family.items()))
             if result.accuracy > best:
                 best = result.accuracy
-                out.mkdir(parents=True, exist_ok=True)
-                model.save_pretrained(out)
-                (out / "README.md").unlink(missing_ok=True)  # peft's generated model card: not ours to ship
+                save_adapter(model, out)
                 tok.save_pretrained(out)
                 (out / "training_config.json").write_text(json.dumps(
                     {**settings, "best_step": step + 1, "best_valid_accuracy": best,

@@ -1,0 +1,54 @@
+"""What the training benchmarks share: the accuracy-against-time table and figure, the time to a
+level of accuracy, and peak memory."""
+
+from __future__ import annotations
+
+import csv
+import resource
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def write_curve(evals: list[dict], breakdown: str, name: str, xlabel: str, ylabel: str, title: str,
+                levels: tuple[float, ...] = (0.7, 0.9)) -> None:
+    """RESULTS/NAME.csv and .png: the evaluations' accuracy, overall and per BREAKDOWN key (a
+    question family, a caption template), against their "seconds"; LEVELS drawn as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(exist_ok=True)
+    keys = list(evals[-1][breakdown])
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "seconds", "accuracy", *keys])
+        for h in evals:
+            w.writerow([h["step"], h["seconds"], round(h["accuracy"], 4),
+                        *(round(h[breakdown].get(k, float("nan")), 4) for k in keys)])
+    seconds = [h["seconds"] for h in evals]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(seconds, [h["accuracy"] for h in evals], marker="o", color="k", label="all")
+    for k in keys:
+        ax.plot(seconds, [h[breakdown].get(k) for h in evals], alpha=0.5, label=k)
+    for level, style in zip(levels, ("--", ":", "-."), strict=False):
+        ax.axhline(level, color="grey", ls=style, lw=0.8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)
+
+
+def seconds_to(evals: list[dict], level: float) -> float | None:
+    """Seconds of the first evaluation at LEVEL accuracy or above (None if never)."""
+    return next((h["seconds"] for h in evals if h["accuracy"] >= level), None)
+
+
+def peak_memory(device: str) -> dict:
+    """This process's peak resident memory, and the GPU's peak allocation on cuda, in MiB."""
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else None}
