@@ -37,7 +37,9 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
     from tqdm import tqdm
 
     from generate_qa import depth, ensure_world, side, split_views
-    from homework.base_vlm import DESCRIBE_PROMPT, BaseVLM, pixel_values, text_batch
+    from homework.base_vlm import BaseVLM
+    from homework.modeling_kart_vlm import DESCRIBE_PROMPT
+    from homework.vlm_inputs import pixel_values, text_batch
 
     vlm = BaseVLM(str(base), device="cpu")
     if vlm.kind != "kart_vlm":

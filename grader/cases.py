@@ -207,7 +207,7 @@ class Fusion(_Shapes):
     title = "Fusion: cubes or spheres from RGB + LiDAR"
     modules = ("fusion.py",)
     predict = "homework.fusion.predict()"
-    self_check = "python -m homework.fusion test --checkpoint homework/checkpoints/fusion"
+    self_check = "python -m homework.fusion test"
     input_files = ("rgb.npy", "ranges.npy")
 
     @case(rubric.FUSION)
@@ -221,7 +221,7 @@ class CILP(_Shapes):
     title = "CILP: cubes or spheres from RGB alone"
     modules = ("cilp.py",)
     predict = "homework.cilp.predict()"
-    self_check = "python -m homework.cilp test --checkpoint homework/checkpoints/cilp"
+    self_check = "python -m homework.cilp test"
     input_files = ("rgb.npy",)
 
     @case(rubric.CILP)

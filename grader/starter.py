@@ -5,8 +5,9 @@
 In `homework/*.py` the parts students write sit between a line `# BEGIN SOLUTION (hint: ...)`
 and a line `# END SOLUTION`. The starter replaces each region by one line, at the marker's
 indentation, `raise NotImplementedError('<the hint>')`, leaves out the reference checkpoints
-(`homework/checkpoints/`) and everything generated (data but the committed base and demo split,
-runs, caches, bundles), and copies everything else as it is.
+(`homework/checkpoints/`), the kit's own model making (`pretraining/` and its tests) and
+everything generated (data but the committed base and demo split, runs, caches, bundles), and
+copies everything else as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ SKIPPED_NAMES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_c
                  ".ipynb_checkpoints", ".DS_Store"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 # Left out at these paths (relative to the kit root); data/ keeps only what is committed.
-SKIPPED_PATHS = {"runs", "outputs", ".whl", ".gl", "grades.csv", "homework/checkpoints"}
+SKIPPED_PATHS = {"runs", "outputs", ".whl", ".gl", "grades.csv", "homework/checkpoints",
+                 "pretraining", "tests/test_pretraining_base_vlm.py"}  # instructor code: not the student's
 KEPT_DATA = {"base_vlm", "train_demo"}
 
 

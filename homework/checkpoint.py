@@ -71,9 +71,10 @@ def write_record(out: str | Path, assignment: str, record: dict) -> Path:
     return path
 
 
-def open_checkpoint(path: str | Path, assignment: str, required: tuple[str, ...] = ()) -> dict:
+def open_checkpoint(path: str | Path, assignment: str, required: tuple[str, ...] = (), size_hint: str = "") -> dict:
     """The record of the checkpoint folder at PATH, after checking that it and its REQUIRED files
-    (the weights) are there, that the record is JSON of ASSIGNMENT, and that they fit the size limit.
+    (the weights) are there, that the record is JSON of ASSIGNMENT, and that they fit the size limit
+    (SIZE_HINT: how to make a checkpoint smaller).
     A record without an "assignment" key (made before the key existed) counts as ASSIGNMENT's."""
     path, kind = Path(path), LIMITS[assignment]
     if not path.is_dir():
@@ -91,7 +92,7 @@ def open_checkpoint(path: str | Path, assignment: str, required: tuple[str, ...]
     found = record.get("assignment", assignment)
     if found != assignment:
         fail(f"{path} holds a {found!r} checkpoint, not {kind.what} one; pass a checkpoint made by `{kind.command}`")
-    check_size(path, assignment, required)
+    check_size(path, assignment, required, size_hint)
     return record
 
 

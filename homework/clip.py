@@ -36,23 +36,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from homework.base_vlm import (
-    BaseVLM,
-    PictureCache,
-    _check_int,
-    _fail,
-    base_of,
-    cosine_lr,
-    frozen_features,
+from homework.base_vlm import BaseVLM
+from homework.checkpoint import (
+    check_base,
+    check_size,
     open_checkpoint,
-    pixel_values,
-    plot_training_curve,
+    reference_dir,
     save_adapter,
+    write_record,
 )
+from homework.cli_checks import check_int, check_number, fail, set_threads
+from homework.lr_schedule import warmup_cosine
+from homework.training_curve import plot_training_curve
+from homework.vlm_inputs import PictureCache, caption_batch, frozen_features, pixel_values
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "clip"
-MAX_CHECKPOINT_MB = 10
+REFERENCE_DIR = reference_dir("clip")  # what homework.load_clip() reads
 ADDITIONAL_WEIGHTS = "additional_weights.pt"
+WEIGHTS = ("adapter_config.json", "adapter_model.safetensors", ADDITIONAL_WEIGHTS)  # a checkpoint's files besides its record
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 POOLS = ("flat", "attention", "mean")
 TEXT_POOLS = ("mean", "last")
@@ -283,18 +283,6 @@ def add_lora(vlm: nn.Module, config: ClipConfig):
     return get_peft_model(vlm, lora)
 
 
-def caption_batch(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids of "[BOS] caption [EOS]" (B, T) and their attention mask (B, T)."""
-    rows = [[tokenizer.bos_token_id] + tokenizer.encode(c, add_special_tokens=False) + [tokenizer.eos_token_id]
-            for c in captions]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-    return ids, mask
-
-
 # ----------------------------------------------------------------------------------------
 # Checkpoints: the contract with the grader
 # ----------------------------------------------------------------------------------------
@@ -304,11 +292,8 @@ def save_model(model: KartCLIP, out: Path, record: dict) -> None:
     """Write the adapter, the additional weights and training_config.json; check the size."""
     save_adapter(model.vlm, out)
     torch.save(model.additional_state_dict(), out / ADDITIONAL_WEIGHTS)
-    (out / "training_config.json").write_text(json.dumps(
-        {"assignment": "clip", "config": dataclasses.asdict(model.config), **record}, indent=1) + "\n")
-    size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 2**20
-    if size_mb > MAX_CHECKPOINT_MB:
-        _fail(f"{out} weighs {size_mb:.1f} MB, over the {MAX_CHECKPOINT_MB} MB limit; lower --lora_rank or --embed_dim")
+    write_record(out, "clip", {"config": dataclasses.asdict(model.config), **record})
+    check_size(out, "clip", WEIGHTS, hint="lower --lora_rank or --embed_dim")
 
 
 def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
@@ -317,26 +302,23 @@ def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
     from peft import PeftModel
 
     path = Path(checkpoint)
-    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors", ADDITIONAL_WEIGHTS), "clip",
-                             "a CLIP", "python -m homework.clip train")
-    size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 2**20
-    if size_mb > MAX_CHECKPOINT_MB:
-        _fail(f"{path} weighs {size_mb:.1f} MB, over the {MAX_CHECKPOINT_MB} MB limit")
+    record = open_checkpoint(path, "clip", WEIGHTS, size_hint="lower --lora_rank or --embed_dim")
     known = {f.name for f in dataclasses.fields(ClipConfig)}
     unknown = set(record.get("config", {})) - known
     if unknown:
-        _fail(f"{path}/training_config.json has unknown config fields {sorted(unknown)}")
+        fail(f"{path}/training_config.json has unknown config fields {sorted(unknown)}")
     try:
         config = ClipConfig(**record.get("config", {}))
     except ValueError as e:
-        _fail(f"{path}/training_config.json: {e}")
-    vlm = base_of(record, path, device)
+        fail(f"{path}/training_config.json: {e}")
+    vlm = BaseVLM(record.get("base", "tiny"), device=device)
+    check_base(path, record, vlm.fingerprint)
     model = KartCLIP(PeftModel.from_pretrained(vlm.model, path), vlm.tokenizer, config)
     state = torch.load(path / ADDITIONAL_WEIGHTS, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("vlm.")]
     if missing or unexpected:
-        _fail(f"{path}/{ADDITIONAL_WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        fail(f"{path}/{ADDITIONAL_WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.to(vlm.device).eval()
 
 
@@ -504,7 +486,7 @@ def train(
     seed: int = 0,
     eval_every: int = 100,
     eval_samples: int = 500,
-    threads: int | None = None,
+    threads: int = 0,
     overwrite: bool = False,
 ) -> None:
     """Train a CLIP over BASE's two towers on TRAIN_SPLIT's captioned pictures; keep the best
@@ -537,7 +519,7 @@ def train(
         seed: seed of the heads' and the adapters' initialisation, of the subset and of the batches.
         eval_every: steps between evaluations.
         eval_samples: valid multiple-choice sets per evaluation.
-        threads: CPU threads (default: torch's choice).
+        threads: torch CPU threads (0: torch's default).
         overwrite: replace an existing checkpoint in OUTPUT_DIR.
     """
     from tqdm import tqdm
@@ -545,26 +527,24 @@ def train(
     from homework.data import MultiChoiceQADataset
 
     # Fire types values by their look: check every one before any work.
-    max_steps = _check_int("max_steps", max_steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 2)
-    max_train_images = _check_int("max_train_images", max_train_images, 2)
-    seed = _check_int("seed", seed, 0)
-    eval_every = _check_int("eval_every", eval_every, 1)
-    eval_samples = _check_int("eval_samples", eval_samples, 1)
-    if threads is not None:
-        torch.set_num_threads(_check_int("threads", threads, 1))
-    for name, value, low in (("learning_rate", learning_rate, 0), ("uniformity_weight", uniformity_weight, None)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or value == low:
-            _fail(f"--{name} must be a {'positive' if low == 0 else 'non-negative'} number, got {value!r}")
+    max_steps = check_int("max_steps", max_steps, 1)
+    batch_size = check_int("batch_size", batch_size, 2)
+    max_train_images = check_int("max_train_images", max_train_images, 2)
+    seed = check_int("seed", seed, 0)
+    eval_every = check_int("eval_every", eval_every, 1)
+    eval_samples = check_int("eval_samples", eval_samples, 1)
+    learning_rate = check_number("learning_rate", learning_rate)
+    uniformity_weight = check_number("uniformity_weight", uniformity_weight, allow_minimum=True)
+    set_threads(threads)
     try:
         config = ClipConfig(embed_dim=embed_dim, pool=pool, flat_channels=flat_channels, pool_queries=pool_queries,
                             text_pool=text_pool,
                             vision_lora_stages=vision_lora_stages, lora_rank=lora_rank)
     except ValueError as e:
-        _fail(f"--{e}")
+        fail(f"--{e}")
     out = Path(output_dir) if output_dir else Path("runs") / time.strftime("clip-%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        _fail(f"{out} already exists and is not empty; pass --overwrite to replace its checkpoint, or another --output_dir")
+        fail(f"{out} already exists and is not empty; pass --overwrite to replace its checkpoint, or another --output_dir")
 
     start = time.time()
     torch.manual_seed(seed)
@@ -581,7 +561,7 @@ def train(
 
     vlm = BaseVLM(str(base), device="cpu")
     if vlm.kind != "kart_vlm":
-        _fail("this CLIP is built on the kit's kart_vlm base (--base tiny or a directory made by base_vlm pretrain)")
+        fail("this CLIP is built on the kit's kart_vlm base (--base tiny or a directory made by `python -m pretraining.base_vlm pretrain`)")
     model = KartCLIP(add_lora(vlm.model, config), vlm.tokenizer, config)
     ids, mask = caption_batch(vlm.tokenizer, vocabulary)  # (V, T): the text side of every step
     # The frozen vision stages' output for each picture, computed once: on a CPU that is most of a step's work.
@@ -611,7 +591,7 @@ def train(
     for step in bar:
         # The order of one step: learning rate, batch, forward/backward, clip, step, log, evaluation / checkpoint.
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, max_steps, learning_rate, warmup=min(50, max_steps // 10 + 1))
+            group["lr"] = warmup_cosine(step, max_steps, learning_rate, min(50, max_steps // 10 + 1), final=0.1)
         # The batch depends only on (seed, step), so a run can be repeated exactly.
         rows = np.random.default_rng([seed, step]).choice(len(paths), min(batch_size, len(paths)), replace=False)
         model.train()
@@ -665,8 +645,8 @@ def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: s
     from homework.data import MultiChoiceQADataset
 
     if max_samples is not None:
-        max_samples = _check_int("max_samples", max_samples, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
+        max_samples = check_int("max_samples", max_samples, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     model = load_model(str(checkpoint))
     dataset = MultiChoiceQADataset(str(split), data_dir=str(data_dir), max_samples=max_samples)
     sets = [dataset[i] for i in range(len(dataset))]
@@ -675,7 +655,7 @@ def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: s
     try:
         images = image_features(model, [s["image_path"] for s in sets], batch_size)
     except ValueError as e:  # an unreadable picture
-        _fail(str(e))
+        fail(str(e))
     captions = dict(zip(all_captions, text_features(model, all_captions), strict=True))
     result = score(images, sets, captions, [truth.get(s["image_path"], set()) for s in sets])
     print(result.table())

@@ -21,23 +21,15 @@ import fire
 import numpy as np
 import torch
 
-from homework.base_vlm import (
-    BaseVLM,
-    PictureCache,
-    _check_int,
-    _fail,
-    base_of,
-    cosine_lr,
-    frozen_features,
-    open_checkpoint,
-    plot_training_curve,
-    save_adapter,
-    text_batch,
-)
+from homework.base_vlm import BaseVLM
+from homework.checkpoint import check_base, open_checkpoint, reference_dir, save_adapter, write_record
+from homework.cli_checks import check_int, check_number, fail, set_threads
+from homework.lr_schedule import warmup_cosine
+from homework.training_curve import plot_training_curve
+from homework.vlm_inputs import PictureCache, frozen_features, text_batch
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "checkpoints" / "vlm"
+REFERENCE_DIR = reference_dir("vlm")  # what homework.load_vlm() reads
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-MAX_ADAPTER_MB = 10
 
 
 def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
@@ -67,12 +59,10 @@ def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM
     from peft import PeftModel
 
     path = Path(checkpoint)
-    record = open_checkpoint(path, ("adapter_config.json", "adapter_model.safetensors"), "vlm",
-                             "a fine-tuned VLM", "python -m homework.finetune train")
-    size_mb = (path / "adapter_model.safetensors").stat().st_size / 2**20
-    if size_mb > MAX_ADAPTER_MB:
-        _fail(f"the adapter in {path} is {size_mb:.1f} MB, over the {MAX_ADAPTER_MB} MB limit; lower --lora_rank")
-    vlm = base_of(record, path, device, trained="fine-tuned", again="fine-tune again")
+    record = open_checkpoint(path, "vlm", ("adapter_config.json", "adapter_model.safetensors"),
+                             size_hint="lower --lora_rank")
+    vlm = BaseVLM(record.get("base", "tiny"), device=device)
+    check_base(path, record, vlm.fingerprint, verb="fine-tuned")
     vlm.model = PeftModel.from_pretrained(vlm.model, path).merge_and_unload().to(vlm.device).eval()
     return vlm
 
@@ -98,7 +88,7 @@ def train(
     eval_every: int = 250,
     eval_samples: int = 500,
     overwrite: bool = False,
-    threads: int | None = None,
+    threads: int = 0,
 ) -> None:
     """Fine-tune BASE with LoRA on TRAIN_SPLIT's question-answer pairs; keep the best checkpoint
     by accuracy on VALID_SPLIT.
@@ -120,40 +110,38 @@ def train(
         eval_every: steps between evaluations.
         eval_samples: valid questions per evaluation.
         overwrite: replace an existing OUTPUT_DIR.
-        threads: CPU threads (default: torch's choice; 1 is faster on a machine that is busy).
+        threads: torch CPU threads (0: torch's default; 1 is faster on a machine that is busy).
     """
     from tqdm import tqdm
 
     from homework.data import VQADataset, benchmark
 
-    max_steps = _check_int("max_steps", max_steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    lora_rank = _check_int("lora_rank", lora_rank, 1)
-    vision_blocks = _check_int("vision_blocks", vision_blocks, 0)
-    seed = _check_int("seed", seed, 0)
-    eval_every = _check_int("eval_every", eval_every, 1)
-    eval_samples = _check_int("eval_samples", eval_samples, 1)
-    if threads is not None:
-        torch.set_num_threads(_check_int("threads", threads, 1))
-    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-        _fail(f"--learning_rate must be a positive number, got {learning_rate!r}")
+    # Fire types values by their look: check every one before any work.
+    max_steps = check_int("max_steps", max_steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    lora_rank = check_int("lora_rank", lora_rank, 1)
+    vision_blocks = check_int("vision_blocks", vision_blocks, 0)
+    seed = check_int("seed", seed, 0)
+    eval_every = check_int("eval_every", eval_every, 1)
+    eval_samples = check_int("eval_samples", eval_samples, 1)
+    learning_rate = check_number("learning_rate", learning_rate)
+    set_threads(threads)
     out = Path(output_dir) if output_dir else Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
     if (out / "adapter_config.json").exists() and not overwrite:
-        _fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or another --output_dir")
+        fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or another --output_dir")
 
     torch.manual_seed(seed)
     train_set = VQADataset(str(train_split), data_dir=str(data_dir))
     valid_set = VQADataset(str(valid_split), data_dir=str(data_dir), max_samples=eval_samples)
     if num_train_epochs is not None:
-        if not isinstance(num_train_epochs, (int, float)) or num_train_epochs <= 0:
-            _fail(f"--num_train_epochs must be a positive number, got {num_train_epochs!r}")
+        num_train_epochs = check_number("num_train_epochs", num_train_epochs)
         max_steps = max(1, int(num_train_epochs * len(train_set) / batch_size))
     vlm = BaseVLM(base)
     if vlm.kind != "kart_vlm":
-        _fail("fine-tuning a SmolVLM-family base needs its chat-format data collator; this kit trains --base tiny")
+        fail("fine-tuning a SmolVLM-family base needs its chat-format data collator; this kit trains --base tiny")
     num_blocks = len(vlm.model.vision.stages)
     if vision_blocks > num_blocks:
-        _fail(f"--vision_blocks must be at most {num_blocks}, the vision encoder's number of blocks; got {vision_blocks}")
+        fail(f"--vision_blocks must be at most {num_blocks}, the vision encoder's number of blocks; got {vision_blocks}")
     vlm.model = add_lora(vlm.model, rank=lora_rank, alpha=2 * lora_rank, vision_blocks=vision_blocks)
     model, tok = vlm.model, vlm.tokenizer
     pictures = PictureCache(sorted({train_set[i]["image_path"] for i in range(len(train_set))}), desc=str(train_split))
@@ -163,7 +151,7 @@ def train(
     features = frozen_features(model, pictures, first_trained, str(train_split))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    settings = {"assignment": "vlm", "base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
+    settings = {"base": str(base), "base_fingerprint": vlm.fingerprint, "train_split": str(train_split),
                 "valid_split": str(valid_split), "data_dir": str(data_dir), "max_steps": max_steps,
                 "batch_size": batch_size, "learning_rate": learning_rate, "lora_rank": lora_rank,
                 "vision_blocks": vision_blocks, "seed": seed,
@@ -175,10 +163,11 @@ def train(
     start = time.time()
     bar = tqdm(range(max_steps), desc="finetune", unit="step")
     for step in bar:
-        # The order of one step: learning rate, evaluation / checkpoint, forward/backward, clip, step, log.
+        # One step, in the order of every training loop of the kit: learning rate, batch,
+        # forward/backward, clip, step, log, evaluate and keep the best checkpoint.
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, max_steps, learning_rate, warmup=min(100, max_steps // 10 + 1))
-        rng = np.random.default_rng([seed, step])  # the batch depends only on (seed, step)
+            group["lr"] = warmup_cosine(step, max_steps, learning_rate, min(100, max_steps // 10 + 1), final=0.1)
+        rng = np.random.default_rng([seed, step])  # the batch depends only on (seed, step): a run can be repeated
         items = [train_set[i] for i in rng.choice(len(train_set), min(batch_size, len(train_set)), replace=False)]
         model.train()
         # BEGIN SOLUTION (hint: build ids/mask/labels with text_batch, run the model on the pictures, backprop the loss)
@@ -206,9 +195,8 @@ def train(
                 best = result.accuracy
                 save_adapter(model, out)
                 tok.save_pretrained(out)
-                (out / "training_config.json").write_text(json.dumps(
-                    {**settings, "best_step": step + 1, "best_valid_accuracy": best,
-                     "seconds": round(time.time() - start, 1)}, indent=1))
+                write_record(out, "vlm", {**settings, "best_step": step + 1, "best_valid_accuracy": best,
+                                          "seconds": round(time.time() - start, 1)})
             (out / "history.json").write_text(json.dumps(history, indent=1))
             plot_training_curve(history, out / "training_curve.png", "per_family", "valid accuracy", yscale="log")
     print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({time.time() - start:.0f} s)")
@@ -219,34 +207,43 @@ def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: s
     """Accuracy of a fine-tuned checkpoint per question family; the last line is `accuracy=...`.
 
     Args:
-        checkpoint: checkpoint directory (default: the committed reference).
-        split: split whose balanced_qa_pairs.json is asked.
+        checkpoint: checkpoint directory (default: homework/checkpoints/vlm, what load_vlm() reads).
+        split: split whose balanced_qa_pairs.json is asked (made on the spot if missing).
         data_dir: root folder of the data.
         max_samples: ask only the first N questions.
         batch_size: questions per call of answer().
     """
     from homework.data import VQADataset, benchmark
 
+    if max_samples is not None:
+        max_samples = check_int("max_samples", max_samples, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     vlm = load_finetuned(str(checkpoint))
     try:
         result = benchmark(vlm, VQADataset(str(split), data_dir=str(data_dir)), max_samples=max_samples,
                            batch_size=batch_size)
     except ValueError as e:  # an unreadable picture
-        _fail(str(e))
+        fail(str(e))
     print(result.table())
     print(f"accuracy={result.accuracy:.4f}")
 
 
-def demo_train(output_dir: str = "runs/demo", max_steps: int = 60, overwrite: bool = True) -> None:
+def demo_train(output_dir: str = "runs/demo", max_steps: int = 60, learning_rate: float = 3e-3, seed: int = 0,
+               threads: int = 0, overwrite: bool = True) -> None:
     """Train for a minute on the committed data/train_demo split, to show the loop works.
 
     Args:
         output_dir: checkpoint directory.
         max_steps: optimisation steps.
+        learning_rate: peak AdamW learning rate.
+        seed: seed of the adapter's initialisation and of the batches.
+        threads: torch CPU threads (0: torch's default).
         overwrite: replace OUTPUT_DIR (on by default: the demo's output is throwaway).
     """
+    max_steps = check_int("max_steps", max_steps, 1)
     train(output_dir=output_dir, train_split="train_demo", valid_split="train_demo", max_steps=max_steps,
-          batch_size=16, eval_every=max_steps, eval_samples=100, overwrite=overwrite)
+          batch_size=16, learning_rate=learning_rate, eval_every=max_steps, eval_samples=100, seed=seed,
+          threads=threads, overwrite=overwrite)
 
 
 if __name__ == "__main__":

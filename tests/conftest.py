@@ -46,15 +46,16 @@ def random_base(tmp_path_factory) -> Path:
     """A randomly initialised kart_vlm base, saved like the committed one (weights, tokenizer, fingerprint)."""
     import torch
 
-    from homework import base_vlm as bv
+    from homework.base_vlm import FINGERPRINT_FILE, weights_fingerprint
+    from homework.modeling_kart_vlm import KartVLMForConditionalGeneration, build_tokenizer, tiny_config
 
     out = tmp_path_factory.mktemp("random_base")
     torch.manual_seed(0)
-    tok = bv.build_tokenizer()
-    model = bv.KartVLMForConditionalGeneration(bv.tiny_config(len(tok)))
+    tok = build_tokenizer()
+    model = KartVLMForConditionalGeneration(tiny_config(len(tok)))
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    (out / bv.FINGERPRINT_FILE).write_text(bv.weights_fingerprint(model))
+    (out / FINGERPRINT_FILE).write_text(weights_fingerprint(model))
     return out
 
 

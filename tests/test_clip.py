@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from homework import base_vlm as bv
 from homework import clip
+from homework.checkpoint import LIMITS
+from homework.modeling_kart_vlm import build_tokenizer
+from homework.vlm_inputs import caption_batch, pixel_values
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = ROOT / "data"
@@ -100,13 +103,13 @@ def test_uniformity_exact_values():
 
 
 def test_every_caption_is_in_the_vocabulary_and_the_tokenizer():
-    tokenizer = bv.build_tokenizer()
+    tokenizer = build_tokenizer()
     vocabulary = set(clip.caption_vocabulary())
     captions = json.loads((DEMO_DATA / "train_demo" / "all_captions.json").read_text())
     sets = json.loads((DEMO_DATA / "train_demo" / "all_mc_qas.json").read_text())
     seen = {c["caption"] for c in captions} | {c for s in sets for c in s["candidates"]}
     assert seen <= vocabulary
-    ids, _ = clip.caption_batch(tokenizer, sorted(vocabulary))
+    ids, _ = caption_batch(tokenizer, sorted(vocabulary))
     assert tokenizer.unk_token_id not in ids.tolist()
 
 
@@ -151,9 +154,9 @@ def test_a_few_steps_lower_the_contrastive_loss(checkpoint, random_base):
     paths = sorted(truth)[:16]
     vocabulary = clip.caption_vocabulary()
     positives = torch.tensor([[c in truth[p] for c in vocabulary] for p in paths])
-    ids, mask = clip.caption_batch(vlm.tokenizer, vocabulary)
+    ids, mask = caption_batch(vlm.tokenizer, vocabulary)
     with torch.no_grad():
-        prefix = model.vision_prefix(bv.pixel_values(paths))
+        prefix = model.vision_prefix(pixel_values(paths))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)  # 5e-3 overshoots on a random base and stalls near 0.85x
     losses = []
@@ -185,7 +188,7 @@ def test_saved_checkpoint_gives_the_same_predictions(checkpoint):
     assert first == clip.predict(b, [Image.open(p) for p in images], candidates)
     assert all(0 <= p < len(c) for p, c in zip(first, candidates, strict=True))
     # The cached path (frozen stages computed once) is the same function as the full tower.
-    pixels = bv.pixel_values(images[:3])
+    pixels = pixel_values(images[:3])
     with torch.no_grad():
         assert torch.allclose(a.encode_image(pixels), a.encode_image(prefix=a.vision_prefix(pixels)), atol=1e-6)
 
@@ -213,11 +216,11 @@ def test_a_checkpoint_from_another_base_is_refused(checkpoint, tmp_path):
 
 
 def test_missing_or_incomplete_checkpoints_are_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint directory"):
+    with pytest.raises(SystemExit, match="no CLIP checkpoint in .*python -m homework.clip train --output_dir"):
         clip.load_model(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "adapter_config.json").write_text("{}")
-    with pytest.raises(SystemExit, match="adapter_model.safetensors is missing"):
+    with pytest.raises(SystemExit, match="no adapter_model.safetensors in"):
         clip.load_model(tmp_path / "half")
 
 
@@ -295,7 +298,19 @@ def test_load_clip_returns_the_committed_reference():
 
     record = json.loads((clip.REFERENCE_DIR / "training_config.json").read_text())
     assert record["base"] == "tiny"
-    assert sum(f.stat().st_size for f in clip.REFERENCE_DIR.iterdir()) < clip.MAX_CHECKPOINT_MB * 2**20
+    assert sum(f.stat().st_size for f in clip.REFERENCE_DIR.iterdir()) < LIMITS["clip"].max_mb * 2**20
     model = homework.load_clip()
     assert clip.predict(model, [DEMO_DATA / "train_demo" / "00000_00_im.jpg"],
                         [["The track is hacienda.", "The track is lighthouse."]])[0] in (0, 1)
+
+
+def test_the_test_command_with_no_arguments_scores_the_committed_reference(run_cli):
+    """`python -m homework.clip test` reads what load_clip() reads: the reference (about 94% on
+    valid's multiple-choice sets; chance is 20%). Makes data/valid if missing."""
+    r = run_cli("-m", "homework.clip", "test", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("accuracy=") and float(last.split("=")[1]) > 0.9, r.stdout[-1000:]
+    train_help = run_cli("-m", "homework.clip", "train", "--help").output
+    for flag in ("--output_dir", "--learning_rate", "--seed", "--threads", "--overwrite"):
+        assert flag in train_help, flag

@@ -11,6 +11,7 @@ import torch
 
 from homework import base_vlm as bv
 from homework import finetune
+from homework.checkpoint import LIMITS
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -79,11 +80,11 @@ def test_training_the_last_vision_blocks_changes_them_and_round_trips(random_bas
 
 
 def test_missing_or_incomplete_checkpoints_are_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint directory"):
+    with pytest.raises(SystemExit, match="no fine-tuned VLM checkpoint in .*python -m homework.finetune train --output_dir"):
         finetune.load_finetuned(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "adapter_config.json").write_text("{}")
-    with pytest.raises(SystemExit, match="adapter_model.safetensors is missing"):
+    with pytest.raises(SystemExit, match="no adapter_model.safetensors in"):
         finetune.load_finetuned(tmp_path / "half")
 
 
@@ -123,6 +124,18 @@ def test_demo_train_runs(run_cli, tmp_path):
 def test_cli_help(run_cli):
     for command in ("train", "test", "demo_train"):
         assert "--" in run_cli("-m", "homework.finetune", command, "--help").output
+    train_help = run_cli("-m", "homework.finetune", "train", "--help").output
+    for flag in ("--output_dir", "--learning_rate", "--seed", "--threads", "--overwrite"):
+        assert flag in train_help, flag
+
+
+def test_the_test_command_with_no_arguments_scores_the_committed_reference(run_cli):
+    """`python -m homework.finetune test` reads what load_vlm() reads: the reference (about 95% on
+    valid; the base alone scores 0, so a wrong default cannot pass). Makes data/valid if missing."""
+    r = run_cli("-m", "homework.finetune", "test", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("accuracy=") and float(last.split("=")[1]) > 0.9, r.stdout[-1000:]
 
 
 def test_load_vlm_returns_the_committed_reference():
@@ -131,7 +144,7 @@ def test_load_vlm_returns_the_committed_reference():
     config = json.loads((finetune.REFERENCE_DIR / "training_config.json").read_text())
     assert config["base"] == "tiny"
     assert config["base_fingerprint"] == (bv.TINY_BASE_DIR / bv.FINGERPRINT_FILE).read_text().strip()
-    assert (finetune.REFERENCE_DIR / "adapter_model.safetensors").stat().st_size < finetune.MAX_ADAPTER_MB * 2**20
+    assert (finetune.REFERENCE_DIR / "adapter_model.safetensors").stat().st_size < LIMITS["vlm"].max_mb * 2**20
     vlm = homework.load_vlm()
     answers = vlm.answer([DEMO_DATA / "train_demo" / "00000_00_im.jpg"], ["What track is this?"])
     assert len(answers) == 1 and answers[0]

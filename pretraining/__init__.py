@@ -1,0 +1,2 @@
+"""The kit's own model making: what only the kit's authors run, never part of a submission or the
+student starter. `python -m pretraining.base_vlm pretrain` remakes the committed base VLM."""

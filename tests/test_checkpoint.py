@@ -1,0 +1,74 @@
+"""homework/checkpoint.py: one way to write and open a checkpoint folder, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from homework import checkpoint as ck
+
+
+def make(path, assignment="fusion", record=None, weights=("model.safetensors",), size=1000):
+    path.mkdir(parents=True)
+    for name in weights:
+        (path / name).write_bytes(b"\0" * size)
+    ck.write_record(path, assignment, record if record is not None else {"config": {"width": 8}})
+    return path
+
+
+def test_a_written_checkpoint_opens_with_its_record(tmp_path):
+    path = make(tmp_path / "ok")
+    text = (path / "config.json").read_text()
+    assert text.startswith('{\n "assignment": "fusion"')
+    assert ck.open_checkpoint(path, "fusion", ("model.safetensors",)) == {"assignment": "fusion", "config": {"width": 8}}
+
+
+def test_a_missing_checkpoint_names_the_command_that_writes_that_path(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        ck.open_checkpoint(tmp_path / "nope", "vlm")
+    assert str(error.value) == (f"error: no fine-tuned VLM checkpoint in {tmp_path / 'nope'}; train one with "
+                                f"`python -m homework.finetune train --output_dir {tmp_path / 'nope'}`")
+    path = make(tmp_path / "half", weights=())
+    with pytest.raises(SystemExit, match=r"no model.safetensors in .*half, so it is not a fusion checkpoint; "
+                                         r"train one with `python -m homework.fusion train --output_dir"):
+        ck.open_checkpoint(path, "fusion", ("model.safetensors",))
+
+
+def test_another_assignments_checkpoint_is_refused(tmp_path):
+    path = make(tmp_path / "cilp", assignment="cilp")
+    with pytest.raises(SystemExit) as error:
+        ck.open_checkpoint(path, "fusion", ("model.safetensors",))
+    assert "holds a 'cilp' checkpoint, not a fusion one" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_record_without_an_assignment_is_the_callers(tmp_path):
+    path = make(tmp_path / "old")
+    (path / "config.json").write_text(json.dumps({"config": {}}))  # made before the key existed
+    assert ck.open_checkpoint(path, "fusion", ("model.safetensors",)) == {"config": {}}
+    (path / "config.json").write_text("{oops")
+    with pytest.raises(SystemExit, match="config.json is not valid JSON"):
+        ck.open_checkpoint(path, "fusion", ("model.safetensors",))
+
+
+def test_a_checkpoint_over_its_size_limit_is_refused(tmp_path):
+    limit = ck.LIMITS["fusion"].max_mb
+    path = make(tmp_path / "big", size=int((limit + 0.5) * 2**20))
+    with pytest.raises(SystemExit, match=rf"weighs {limit + 0.5:.1f} MB, over the {limit:g} MB limit of a fusion "
+                                         r"checkpoint; lower --width"):
+        ck.open_checkpoint(path, "fusion", ("model.safetensors",), size_hint="lower --width")
+    (path / "last.pt").write_bytes(b"\0" * 2**20)  # a resume state beside the weights does not count
+    assert ck.check_size(make(tmp_path / "small"), "fusion", ("model.safetensors",)) < 0.01
+
+
+def test_a_checkpoint_from_another_base_is_refused(tmp_path):
+    ck.check_base(tmp_path, {"base_fingerprint": "ab" * 32}, "ab" * 32)
+    with pytest.raises(SystemExit) as error:
+        ck.check_base(tmp_path, {"base": "tiny", "base_fingerprint": "0" * 64}, "ab" * 32, verb="fine-tuned")
+    assert "was fine-tuned on a base with fingerprint 000000000000, but base 'tiny' here has abababababab" in str(error.value)
+
+
+def test_every_assignment_has_a_limit_and_a_reference_folder():
+    assert set(ck.LIMITS) == {"vlm", "clip", "fusion", "cilp", "simclr"}
+    for name in ck.LIMITS:
+        assert ck.reference_dir(name).is_dir(), name  # the committed references
