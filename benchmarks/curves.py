@@ -1,10 +1,12 @@
 """What the training benchmarks share: the accuracy-against-time table and figure, the time to a
-level of accuracy, and peak memory."""
+level of accuracy, and peak memory (this process's, or a child command's)."""
 
 from __future__ import annotations
 
 import csv
+import os
 import resource
+import subprocess
 from pathlib import Path
 
 import torch
@@ -48,7 +50,23 @@ def seconds_to(evals: list[dict], level: float) -> float | None:
     return next((h["seconds"] for h in evals if h["accuracy"] >= level), None)
 
 
+def _rss_mib(usage: resource.struct_rusage) -> float:
+    return usage.ru_maxrss / 1024  # Linux reports ru_maxrss in KiB
+
+
 def peak_memory(device: str) -> dict:
     """This process's peak resident memory, and the GPU's peak allocation on cuda, in MiB."""
-    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    return {"peak_rss_mib": round(_rss_mib(resource.getrusage(resource.RUSAGE_SELF))),
             "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else None}
+
+
+def run_peak_rss_mib(command: list[str], **popen_args) -> float:
+    """Run COMMAND (a child process) to its end and return its own peak resident memory in MiB, as the
+    kernel counted it (`os.wait4`'s rusage): nothing of this process's memory, before or after, counts.
+    A failed command raises `subprocess.CalledProcessError`."""
+    child = subprocess.Popen(command, **popen_args)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    return _rss_mib(usage)

@@ -56,12 +56,12 @@ def main(name: str = "default", num_train: int = 1000, num_test: int = 500, data
         print(f"epoch {epoch}: probe accuracy {accuracy:.4f}")
 
     simclr.save_training_state = save_and_probe  # probe after every epoch's checkpoint
-    train_flags.setdefault("out_dir", f"runs/bench_{name}")
+    train_flags.setdefault("output_dir", train_flags.pop("out_dir", f"runs/bench_{name}"))
     train_flags.setdefault("overwrite", True)
     simclr.train(data_dir=data_dir, **train_flags)
 
     torch.manual_seed(0)
-    random_encoder = simclr.create_encoder(simclr.load_encoder(train_flags["out_dir"]).config)
+    random_encoder = simclr.create_encoder(simclr.load_encoder(train_flags["output_dir"]).config)
     baseline = simclr.probe_accuracy(random_encoder.eval(), train_videos, train_y, test_videos, test_y)
     rows.insert(0, {"epoch": 0, "train_seconds": 0.0, "accuracy": round(baseline, 4)})
 

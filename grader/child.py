@@ -241,7 +241,9 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        status = {"ok": False, "error": type(error).__name__, "message": one_line(error),
+        # A SystemExit of any kind (the kit's UsageError is one) is a deliberate stop with a message.
+        kind = "SystemExit" if isinstance(error, SystemExit) else type(error).__name__
+        status = {"ok": False, "error": kind, "message": one_line(error),
                   "module": getattr(error, "name", None) if isinstance(error, ImportError) else None}
     status.update(stage=stage, seconds=round(time.time() - started, 1), peak_mb=round(peak_memory_mb()), **times)
     try:

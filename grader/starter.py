@@ -5,7 +5,8 @@
 In `homework/*.py` the parts students write sit between a line `# BEGIN SOLUTION (hint: ...)`
 and a line `# END SOLUTION`. The starter replaces each region by one line, at the marker's
 indentation, `raise NotImplementedError('<the hint>')`, leaves out the reference checkpoints
-(`homework/checkpoints/`), the kit's own model making (`pretraining/` and its tests) and
+(`homework/checkpoints/`), the kit's own model making and measurements (`pretraining/`,
+`benchmarks/` and their tests) and
 everything generated (data but the committed base and demo split, runs, caches, bundles), and
 copies everything else as it is.
 """
@@ -28,7 +29,8 @@ SKIPPED_NAMES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_c
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 # Left out at these paths (relative to the kit root); data/ keeps only what is committed.
 SKIPPED_PATHS = {"runs", "outputs", ".whl", ".gl", "grades.csv", "homework/checkpoints",
-                 "pretraining", "tests/test_pretraining_base_vlm.py"}  # instructor code: not the student's
+                 # the kit's own model making and measurements, and their tests: not the student's
+                 "pretraining", "benchmarks", "tests/test_pretraining_base_vlm.py", "tests/test_benchmarks.py"}
 KEPT_DATA = {"base_vlm", "train_demo"}
 
 

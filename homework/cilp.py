@@ -3,7 +3,7 @@
     python -m homework.cilp pretrain     # RGB + LiDAR encoders (contrastive) and a LiDAR classifier
     python -m homework.cilp project      # a projector: CILP RGB embedding -> LiDAR classifier embedding
     python -m homework.cilp finetune     # RGB encoder + projector + LiDAR head, fine-tuned end to end
-    python -m homework.cilp test         # RGB-only accuracy; last line `accuracy=...`
+    python -m homework.cilp test         # RGB-only accuracy of the reference (or --checkpoint); last line `accuracy=...`
 
 1. `pretrain` trains two encoders so that an RGB image and the LiDAR scan of the same scene land
    close together (a symmetric contrastive loss over the batch, CLIP-style, with a learnable
@@ -13,14 +13,16 @@
    that never saw an RGB label.
 3. `finetune` trains that RGB classifier end to end with labels.
 
-Stages write to RUN_DIR/{pretrain,project,finetune}; each folder holds `config.json` (the resolved
-`CILPConfig`, the stage and how it was trained) next to its safetensors weights.
+Each encoder's CNN is fusion's `Embedder`: you write Embedder in homework/fusion.py; CILP reuses it.
+
+Stages write to RUN_DIR/{pretrain,project,finetune} (or --output_dir), and read the stage before
+from RUN_DIR; each folder holds `config.json` (the resolved `CILPConfig`, the stage and how it was
+trained) next to its safetensors weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -36,12 +38,16 @@ from torch import nn
 from tqdm import tqdm
 
 from homework import shapes_data
-from homework.fusion import DOWNSAMPLES, Embedder, Normalize, check_choice, check_positive, random_flip
+from homework.checkpoint import check_size, open_checkpoint, reference_dir, write_record
+from homework.cli_checks import check_int, check_ints, check_number, check_split, fail, renamed, set_threads
+from homework.fusion import DOWNSAMPLES, Embedder, Normalize, random_flip
+from homework.lr_schedule import warmup_cosine
 
-MAX_CHECKPOINT_MB = 5.0
-REFERENCE_DIR = Path(__file__).parent / "checkpoints" / "cilp"
+REFERENCE_DIR = reference_dir("cilp")  # what load_cilp() reads and `test` scores by default
 DEFAULT_RUN_DIR = "runs/cilp"
 STAGES = ("pretrain", "project", "finetune")
+STAGE_WEIGHTS = {"pretrain": ("cilp.safetensors", "lidar_classifier.safetensors"),  # what each stage's folder holds
+                 "project": ("model.safetensors",), "finetune": ("model.safetensors",)}
 EVAL_BATCH = 32  # the contrastive validation loss is reported over batches of 32
 
 
@@ -70,7 +76,10 @@ class CILPConfig:
 
 
 class Encoder(nn.Module):
-    """One modality: normalise, `Embedder` CNN, mean + max pool over the map, linear -> (B, out_dim)."""
+    """One modality: normalise, `Embedder` CNN, mean + max pool over the map, linear -> (B, out_dim).
+
+    `Embedder` is the CNN you write in homework/fusion.py; CILP reuses it (nothing to write here).
+    """
 
     def __init__(self, in_channels: int, out_dim: int, config: CILPConfig, mean: list[float], std: list[float]):
         super().__init__()
@@ -209,47 +218,53 @@ def predict(model: RGBClassifier, rgb: np.ndarray, ranges: np.ndarray | None = N
 
 def save_stage(out_dir: str | Path, stage: str, config: CILPConfig, weights: dict[str, nn.Module],
                training: dict, metrics: dict) -> Path:
-    """Write NAME.safetensors per module + config.json, then check that it loads and is small."""
+    """Write NAME.safetensors per module + config.json, then check that it is small and loads."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    total = 0.0
     for name, module in weights.items():
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(state, out / f"{name}.safetensors")
-        total += (out / f"{name}.safetensors").stat().st_size / 2**20
-    record = {"assignment": "cilp", "stage": stage, "config": dataclasses.asdict(config), "files": sorted(weights),
-              "training": training, "metrics": metrics}
-    (out / "config.json").write_text(json.dumps(record, indent=1) + "\n")
-    if total > MAX_CHECKPOINT_MB:
-        raise SystemExit(f"error: {out} weighs {total:.1f} MB, over {MAX_CHECKPOINT_MB} MB")
+    write_record(out, "cilp", {"stage": stage, "config": dataclasses.asdict(config), "files": sorted(weights),
+                               "training": training, "metrics": metrics})
+    check_size(out, "cilp", tuple(f"{name}.safetensors" for name in weights), hint="try a smaller --width")
     read_stage(out, stage)
     return out
 
 
+def stage_command(stage: str, path: str | Path) -> str:
+    """The command that writes a CILP STAGE folder at PATH (checkpoint.LIMITS names only finetune's)."""
+    return f"python -m homework.cilp {stage} --output_dir {path}"
+
+
 def read_stage(path: str | Path, *stages: str) -> tuple[dict, CILPConfig]:
-    """The config.json of a stage folder, checked to be a CILP checkpoint of one of `stages`."""
+    """The config.json of a stage folder, checked to be a CILP checkpoint of one of `stages`, with
+    that stage's weights, within the size limit."""
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise SystemExit(f"error: no CILP checkpoint in {path}; make it with `python -m homework.cilp {stages[0]}`")
-    record = json.loads((path / "config.json").read_text())
-    if record.get("assignment") != "cilp":
-        raise SystemExit(f"error: {path} holds a {record.get('assignment')!r} checkpoint, not a CILP one")
-    if record.get("stage") not in stages:
-        raise SystemExit(f"error: {path} is a CILP {record.get('stage')!r} checkpoint; this needs "
-                         f"{' or '.join(stages)} (run `python -m homework.cilp {stages[0]}`)")
+    if not (path / "config.json").is_file():  # named here: the command that writes it depends on the stage
+        fail(f"no CILP checkpoint in {path}; train one with `{stage_command(stages[0], path)}`")
+    record = open_checkpoint(path, "cilp")  # readable JSON of a CILP checkpoint
+    stage = record.get("stage")
+    if stage not in stages:
+        fail(f"{path} is a CILP {stage!r} checkpoint; this needs {' or '.join(stages)} "
+             f"(run `{stage_command(stages[0], path)}`)")
+    for name in STAGE_WEIGHTS[stage]:
+        if not (path / name).is_file():
+            fail(f"no {name} in {path}, so it is not a CILP {stage} checkpoint; train one with "
+                 f"`{stage_command(stage, path)} --overwrite`")
+    check_size(path, "cilp", STAGE_WEIGHTS[stage])
     known = {f.name for f in dataclasses.fields(CILPConfig)}
-    unknown = set(record["config"]) - known
+    unknown = set(record.get("config", {})) - known
     if unknown:
-        raise SystemExit(f"error: {path}/config.json has unknown fields {sorted(unknown)}")
-    return record, CILPConfig(**record["config"])
+        fail(f"{path}/config.json has unknown fields {sorted(unknown)}")
+    return record, CILPConfig(**record.get("config", {}))
 
 
 def load_weights(module: nn.Module, path: Path) -> nn.Module:
     if not path.exists():
-        raise SystemExit(f"error: missing {path}")
+        fail(f"missing {path}")
     missing, unexpected = module.load_state_dict(load_file(path), strict=False)
     if missing or unexpected:
-        raise SystemExit(f"error: {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return module
 
 
@@ -270,26 +285,28 @@ def load_reference() -> RGBClassifier:
 
 def train_loop(parameters: list[nn.Parameter], num_samples: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
                evaluate: Callable[[], tuple[float, dict]], on_best: Callable[[float, dict, int], None], epochs: int,
-               batch_size: int, lr: float, generator: torch.Generator, modules: list[nn.Module], desc: str) -> dict:
-    """The one training loop of every stage, in a fixed order per step: learning rate, forward and
-    backward (`batch_loss` of a batch of sample indices), clip, step; per epoch: evaluate, keep the
-    best by validation loss (`on_best`), log. Returns the best validation metrics."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
+               batch_size: int, learning_rate: float, generator: torch.Generator, modules: list[nn.Module],
+               desc: str) -> dict:
+    """The one training loop of every stage, in a fixed order per step: learning rate, batch and
+    forward/backward (`batch_loss` of a batch of sample indices), clip, step, log; per epoch:
+    evaluate, keep the best by validation loss (`on_best`), log. Returns the best validation metrics."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
     steps_per_epoch = math.ceil(num_samples / batch_size)
-    total, warmup = epochs * steps_per_epoch, steps_per_epoch
+    total_steps, warmup_steps = epochs * steps_per_epoch, steps_per_epoch
     best: dict = {"val_loss": float("inf")}
     step, started = 0, time.perf_counter()
     for epoch in range(epochs):
         for module in modules:
             module.train()
-        order = torch.randperm(num_samples, generator=generator)
+        order = torch.randperm(num_samples, generator=generator)  # a fresh order each epoch
         bar = tqdm(range(0, num_samples, batch_size), desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
         for start in bar:
-            # 1. learning rate: an epoch of warm-up (BatchNorm statistics settle), then cosine to 0
-            lr_now = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+            # 1. learning rate first, so this step already uses it: an epoch of warm-up while the
+            #    BatchNorm statistics settle (overlapping the cosine, as the references were trained), then to 0
             for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            # 2. forward, backward, clip, step
+                group["lr"] = warmup_cosine(step, total_steps, learning_rate, warmup_steps, overlap=True)
+            # 2. batch: these indices (batch_loss gathers and augments them); 3. forward/backward on this
+            #    batch alone (zero_grad), clip so one spike cannot wreck the weights, then step
             # BEGIN SOLUTION (hint: loss = batch_loss(indices); zero_grad, backward, clip grad norm to 1.0, step)
             loss = batch_loss(order[start:start + batch_size])
             optimizer.zero_grad(set_to_none=True)
@@ -298,8 +315,10 @@ def train_loop(parameters: list[nn.Parameter], num_samples: int, batch_loss: Cal
             optimizer.step()
             # END SOLUTION
             step += 1
+            # 4. log: the bar only (printing every step would drown the per-epoch lines)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        # 3. evaluate; keep the best by validation loss
+        # 5. evaluate (eval mode: BatchNorm's running statistics, as at test time); 6. keep the best by
+        #    validation loss, not accuracy (it saturates)
         for module in modules:
             module.eval()
         val_loss, val_metrics = evaluate()
@@ -307,7 +326,7 @@ def train_loop(parameters: list[nn.Parameter], num_samples: int, batch_loss: Cal
         if improved:
             best = {"val_loss": round(val_loss, 6), **val_metrics, "epoch": epoch + 1}
             on_best(val_loss, val_metrics, epoch + 1)
-        # 4. log
+        # 7. log, after saving, so that "*saved" is true when it is printed
         shown = " ".join(f"{k} {v:.4f}" for k, v in val_metrics.items())
         print(f"{desc} epoch {epoch + 1:2d}/{epochs} loss {loss.item():.4f} val_loss {val_loss:.4f} {shown}"
               f"{'  *saved' if improved else ''}")
@@ -326,20 +345,20 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 
 
 def setup(data_dir: str, subset: bool, seed: int, threads: int):
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SystemExit(f"error: --seed must be an integer, got {seed!r}")
-    if threads:
-        torch.set_num_threads(threads)
+    """Threads, the seeds (torch's, for initialisation; a generator for batch order and augmentation)
+    and the train and validation splits; every stage starts here."""
+    set_threads(threads)
     torch.manual_seed(seed)
     train_split = shapes_data.load_split(data_dir, "train", subset, generate_seed=0)  # made if missing
-    val_split = shapes_data.load_split(data_dir, "val", subset)
+    val_split = shapes_data.load_split(data_dir, "valid", subset)
     return train_split, val_split, torch.Generator().manual_seed(seed)
 
 
-def stage_dir(run_dir: str, stage: str, overwrite: bool, out_dir: str = "") -> Path:
-    out = Path(out_dir or Path(run_dir) / stage)
+def stage_dir(run_dir: str, stage: str, overwrite: bool, output_dir: str = "") -> Path:
+    """Where STAGE writes: OUTPUT_DIR, default RUN_DIR/STAGE; refused if it holds a checkpoint (without OVERWRITE)."""
+    out = Path(output_dir or Path(run_dir) / stage)
     if (out / "config.json").exists() and not overwrite:
-        raise SystemExit(f"error: {out} already holds a checkpoint; pass --overwrite or another --run_dir")
+        fail(f"{out} already holds a checkpoint; pass --overwrite or another --output_dir")
     return out
 
 
@@ -370,31 +389,36 @@ def classify_eval(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch
     return F.cross_entropy(logits, labels).item(), {"accuracy": (logits.argmax(-1) == labels).float().mean().item()}
 
 
-def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, lr: float = 3e-3, width: int = 8,
-             embed_dim: int = 64, subset: bool = False, data_dir: str = shapes_data.DEFAULT_DATA_DIR,
-             run_dir: str = DEFAULT_RUN_DIR, overwrite: bool = False, seed: int = 0, threads: int = 0) -> None:
+def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, learning_rate: float = 3e-3,
+             width: int = 8, embed_dim: int = 64, subset: bool = False, data_dir: str = shapes_data.DEFAULT_DATA_DIR,
+             run_dir: str = DEFAULT_RUN_DIR, output_dir: str = "", overwrite: bool = False, seed: int = 0,
+             threads: int = 0, lr: float | None = None) -> None:
     """Contrastive RGB + LiDAR pretraining (CILP), and a LiDAR-only classifier; writes RUN_DIR/pretrain.
 
     Args:
         epochs: CILP epochs.
         lidar_epochs: LiDAR classifier epochs.
         batch_size: pairs per contrastive batch (each pair's negatives are the other batch_size - 1).
-        lr: peak learning rate (AdamW, warm-up then cosine).
+        learning_rate: peak learning rate (AdamW, linear warm-up for one epoch, then cosine decay).
         width: channels of the embedders' first block.
         embed_dim: size of the shared embedding space.
         subset: use the fixed 30% subset of the data.
         data_dir: the shapes dataset (generated with seed 0 if missing).
-        run_dir: where the stages go (RUN_DIR/pretrain here).
-        overwrite: replace an existing RUN_DIR/pretrain.
-        seed: torch seed.
-        threads: torch CPU threads; 0 keeps torch's default.
+        run_dir: where the stages go; `project` reads RUN_DIR/pretrain.
+        output_dir: the stage's folder; default RUN_DIR/pretrain.
+        overwrite: replace a checkpoint already in output_dir.
+        seed: torch seed for initialisation, batch order and augmentation.
+        threads: torch CPU threads; 0 = torch's default (every core).
+        lr: old name of --learning_rate (still works, with a note).
     """
-    check_positive(epochs=epochs, lidar_epochs=lidar_epochs, batch_size=batch_size, lr=lr, width=width,
-                   embed_dim=embed_dim)
-    out = stage_dir(run_dir, "pretrain", overwrite)
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 3e-3)
+    check_ints(epochs=(epochs, 1), lidar_epochs=(lidar_epochs, 1), batch_size=(batch_size, 1), width=(width, 1),
+               embed_dim=(embed_dim, 1), seed=(seed, 0))
+    check_number("learning_rate", learning_rate)
+    out = stage_dir(run_dir, "pretrain", overwrite, output_dir)
     train_split, val_split, generator = setup(data_dir, subset, seed, threads)
     config = CILPConfig(width=width, embed_dim=embed_dim, **shapes_data.channel_stats(data_dir))
-    training = {"epochs": epochs, "lidar_epochs": lidar_epochs, "batch_size": batch_size, "lr": lr,
+    training = {"epochs": epochs, "lidar_epochs": lidar_epochs, "batch_size": batch_size, "lr": learning_rate,
                 "subset": subset, "seed": seed, "data_dir": str(data_dir),
                 "data_seed": shapes_data.dataset_seed(data_dir)}
 
@@ -412,7 +436,7 @@ def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, lr: f
         list(lidar_model.parameters()), len(train_split), lidar_loss,
         lambda: classify_eval(lidar_model, val_split.lidar, val_split.labels),
         lambda *_: best_lidar.update(state={k: v.clone() for k, v in lidar_model.state_dict().items()}),
-        lidar_epochs, batch_size, lr, generator, [lidar_model], "lidar classifier")
+        lidar_epochs, batch_size, learning_rate, generator, [lidar_model], "lidar classifier")
     lidar_model.load_state_dict(best_lidar["state"])
 
     model = CILP(config)
@@ -428,7 +452,7 @@ def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, lr: f
     cilp_metrics = train_loop(
         list(model.parameters()), len(train_split), cilp_loss, lambda: contrastive_eval(model, val_split),
         lambda *_: best_cilp.update(state={k: v.clone() for k, v in model.state_dict().items()}),
-        epochs, batch_size, lr, generator, [model], "cilp")
+        epochs, batch_size, learning_rate, generator, [model], "cilp")
     model.load_state_dict(best_cilp["state"])
 
     metrics = {"contrastive_val_loss_batch32": cilp_metrics["val_loss"],
@@ -441,8 +465,9 @@ def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, lr: f
     print(f"saved {out}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
 
 
-def project(epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, data_dir: str = shapes_data.DEFAULT_DATA_DIR,
-            run_dir: str = DEFAULT_RUN_DIR, overwrite: bool = False, seed: int = 0, threads: int = 0) -> None:
+def project(epochs: int = 60, batch_size: int = 64, learning_rate: float = 2e-3,
+            data_dir: str = shapes_data.DEFAULT_DATA_DIR, run_dir: str = DEFAULT_RUN_DIR, output_dir: str = "",
+            overwrite: bool = False, seed: int = 0, threads: int = 0, lr: float | None = None) -> None:
     """Fit the projector from CILP RGB embeddings to LiDAR classifier embeddings (MSE); writes RUN_DIR/project.
 
     Both encoders stay frozen, so their embeddings are computed once. The resulting RGB classifier
@@ -451,17 +476,21 @@ def project(epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, data_dir: 
     Args:
         epochs: projector epochs (cheap: an MLP on precomputed embeddings).
         batch_size: samples per step.
-        lr: peak learning rate.
+        learning_rate: peak learning rate (AdamW, linear warm-up for one epoch, then cosine decay).
         data_dir: the shapes dataset; must be the one pretrain used.
-        run_dir: reads RUN_DIR/pretrain, writes RUN_DIR/project.
-        overwrite: replace an existing RUN_DIR/project.
-        seed: torch seed.
-        threads: torch CPU threads; 0 keeps torch's default.
+        run_dir: reads RUN_DIR/pretrain.
+        output_dir: the stage's folder; default RUN_DIR/project (where `finetune` reads).
+        overwrite: replace a checkpoint already in output_dir.
+        seed: torch seed for the projector's initialisation and batch order.
+        threads: torch CPU threads; 0 = torch's default (every core).
+        lr: old name of --learning_rate (still works, with a note).
     """
-    check_positive(epochs=epochs, batch_size=batch_size, lr=lr)
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 2e-3)
+    check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
+    check_number("learning_rate", learning_rate)
     source = Path(run_dir) / "pretrain"
     record, config = read_stage(source, "pretrain")
-    out = stage_dir(run_dir, "project", overwrite)
+    out = stage_dir(run_dir, "project", overwrite, output_dir)
     train_split, val_split, generator = setup(data_dir, record["training"]["subset"], seed, threads)
     cilp = load_weights(CILP(config), source / "cilp.safetensors").eval()
     lidar_model = load_weights(LidarClassifier(config), source / "lidar_classifier.safetensors").eval()
@@ -490,7 +519,7 @@ def project(epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, data_dir: 
 
     metrics = train_loop(list(projector.parameters()), len(train_split), projector_loss, projector_eval,
                          lambda *_: best.update(state={k: v.clone() for k, v in projector.state_dict().items()}),
-                         epochs, batch_size, lr, generator, [projector], "projector")
+                         epochs, batch_size, learning_rate, generator, [projector], "projector")
     projector.load_state_dict(best["state"])
 
     classifier = RGBClassifier(config)
@@ -502,38 +531,43 @@ def project(epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, data_dir: 
                "rgb_only_val_accuracy_before_finetune": round(metrics["rgb_only_accuracy"], 4),
                "seconds": metrics["seconds"], "pretrain": record["metrics"]}
     save_stage(out, "project", config, {"model": classifier},
-               {**record["training"], "project_epochs": epochs, "project_lr": lr}, results)
+               {**record["training"], "project_epochs": epochs, "project_lr": learning_rate}, results)
     print(f"saved {out}: projector val MSE {metrics['val_loss']:.4f} (per-dimension variance of the target "
           f"{target_var:.4f}); RGB-only val accuracy before fine-tuning {metrics['rgb_only_accuracy']:.4f}")
 
 
-def finetune(epochs: int = 20, batch_size: int = 64, lr: float = 3e-3, shift: int = 4,
-             data_dir: str = shapes_data.DEFAULT_DATA_DIR, run_dir: str = DEFAULT_RUN_DIR, out_dir: str = "",
-             overwrite: bool = False, seed: int = 0, threads: int = 0) -> None:
+def finetune(epochs: int = 20, batch_size: int = 64, learning_rate: float = 3e-3, shift: int = 4,
+             data_dir: str = shapes_data.DEFAULT_DATA_DIR, run_dir: str = DEFAULT_RUN_DIR, output_dir: str = "",
+             overwrite: bool = False, seed: int = 0, threads: int = 0, lr: float | None = None,
+             out_dir: str | None = None) -> None:
     """Fine-tune the RGB classifier (RGB encoder, projector, head) end to end on RGB labels.
 
     Args:
         epochs: passes over the training split.
         batch_size: samples per step.
-        lr: peak learning rate.
+        learning_rate: peak learning rate (AdamW, linear warm-up for one epoch, then cosine decay).
         shift: augmentation: translate each training image by up to this many pixels (0: off).
         data_dir: the shapes dataset; must be the one pretrain used.
-        run_dir: reads RUN_DIR/project, writes RUN_DIR/finetune (unless --out_dir).
-        out_dir: write here instead (e.g. homework/checkpoints/cilp for the reference).
-        overwrite: replace an existing checkpoint in the output folder.
-        seed: torch seed.
-        threads: torch CPU threads; 0 keeps torch's default.
+        run_dir: reads RUN_DIR/project.
+        output_dir: the stage's folder; default RUN_DIR/finetune (homework/checkpoints/cilp for the reference).
+        overwrite: replace a checkpoint already in output_dir.
+        seed: torch seed for batch order and augmentation.
+        threads: torch CPU threads; 0 = torch's default (every core).
+        lr: old name of --learning_rate (still works, with a note).
+        out_dir: old name of --output_dir (still works, with a note).
     """
-    check_positive(epochs=epochs, batch_size=batch_size, lr=lr)
-    if not isinstance(shift, int) or isinstance(shift, bool) or not 0 <= shift <= 16:
-        raise SystemExit(f"error: --shift must be an integer from 0 to 16, got {shift!r}")
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 3e-3)
+    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, "")
+    check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
+    check_number("learning_rate", learning_rate)
+    check_int("shift", shift, 0, 16)
     source = Path(run_dir) / "project"
     record, config = read_stage(source, "project")
-    out = stage_dir(run_dir, "finetune", overwrite, out_dir)
+    out = stage_dir(run_dir, "finetune", overwrite, output_dir)
     train_split, val_split, generator = setup(data_dir, record["training"]["subset"], seed, threads)
     model = load_model(source)
     before = classify_eval(model, val_split.rgb, val_split.labels)[1]["accuracy"]
-    training = {**record["training"], "finetune_epochs": epochs, "finetune_lr": lr, "finetune_shift": shift}
+    training = {**record["training"], "finetune_epochs": epochs, "finetune_lr": learning_rate, "finetune_shift": shift}
 
     def finetune_loss(batch: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION (hint: cross-entropy of model on flipped and shifted RGB images against the labels)
@@ -549,30 +583,29 @@ def finetune(epochs: int = 20, batch_size: int = 64, lr: float = 3e-3, shift: in
 
     best = train_loop(list(model.parameters()), len(train_split), finetune_loss,
                       lambda: classify_eval(model, val_split.rgb, val_split.labels), save,
-                      epochs, batch_size, lr, generator, [model], "finetune")
+                      epochs, batch_size, learning_rate, generator, [model], "finetune")
     print(f"saved {out}: RGB-only val accuracy {before:.4f} before fine-tuning, {best['accuracy']:.4f} after "
           f"(epoch {best['epoch']}, {best['seconds']}s)")
 
 
-def test(checkpoint: str = "", data_dir: str = shapes_data.DEFAULT_DATA_DIR, split: str = "val",
+def test(checkpoint: str = str(REFERENCE_DIR), data_dir: str = shapes_data.DEFAULT_DATA_DIR, split: str = "valid",
          generate_seed: int | None = None) -> None:
     """RGB-only accuracy of a CILP classifier; the last line is `accuracy=...`.
 
     Args:
-        checkpoint: a finetune (or project) folder; default runs/cilp/finetune.
-            Pass homework/checkpoints/cilp for the reference.
+        checkpoint: a finetune (or project) folder; default the committed reference, homework/checkpoints/cilp
+            (what load_cilp() reads). Your own run: runs/cilp/finetune.
         data_dir: the shapes dataset to test on (a held-out one: generate it with another --seed).
-        split: train | val | all ("all" for a held-out dataset).
+        split: train | valid | all ("all" for a held-out dataset; "val" still works).
         generate_seed: generate data_dir from this world seed if it is missing (without it, only the
             default data_dir is generated, with seed 0).
     """
-    check_choice("split", split, shapes_data.SPLITS)
-    path = checkpoint or f"{DEFAULT_RUN_DIR}/finetune"
-    model = load_model(path)
+    split = check_split("split", split, shapes_data.SPLITS, shapes_data.SPLIT_ALIASES)
+    model = load_model(checkpoint)
     data = shapes_data.load_split(data_dir, split, generate_seed=generate_seed)
     loss, metrics = classify_eval(model, data.rgb, data.labels)
     errors = len(data) - round(metrics["accuracy"] * len(data))
-    print(f"{path} on {data_dir} {split}: {len(data)} samples (RGB only), loss {loss:.4f}, {errors} errors")
+    print(f"{checkpoint} on {data_dir} {split}: {len(data)} samples (RGB only), loss {loss:.4f}, {errors} errors")
     print(f"accuracy={metrics['accuracy']:.4f}")
 
 

@@ -42,6 +42,12 @@ def check_int(name: str, value, minimum: int = 1, maximum: int | None = None) ->
     return value
 
 
+def check_ints(**values: tuple[object, int]) -> None:
+    """Several integers at once, each NAME=(value, minimum): `check_ints(seed=(seed, 0), max_steps=(steps, 1))`."""
+    for name, (value, minimum) in values.items():
+        check_int(name, value, minimum)
+
+
 def check_number(name: str, value, minimum: float = 0.0, maximum: float = math.inf,
                  allow_minimum: bool = False) -> float:
     """VALUE as a float if it is a finite number above MINIMUM (or equal to it, with

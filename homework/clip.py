@@ -45,7 +45,7 @@ from homework.checkpoint import (
     save_adapter,
     write_record,
 )
-from homework.cli_checks import check_int, check_number, fail, set_threads
+from homework.cli_checks import check_int, check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.training_curve import plot_training_curve
 from homework.vlm_inputs import PictureCache, caption_batch, frozen_features, pixel_values
@@ -527,12 +527,8 @@ def train(
     from homework.data import MultiChoiceQADataset
 
     # Fire types values by their look: check every one before any work.
-    max_steps = check_int("max_steps", max_steps, 1)
-    batch_size = check_int("batch_size", batch_size, 2)
-    max_train_images = check_int("max_train_images", max_train_images, 2)
-    seed = check_int("seed", seed, 0)
-    eval_every = check_int("eval_every", eval_every, 1)
-    eval_samples = check_int("eval_samples", eval_samples, 1)
+    check_ints(max_steps=(max_steps, 1), batch_size=(batch_size, 2), max_train_images=(max_train_images, 2),
+               seed=(seed, 0), eval_every=(eval_every, 1), eval_samples=(eval_samples, 1))
     learning_rate = check_number("learning_rate", learning_rate)
     uniformity_weight = check_number("uniformity_weight", uniformity_weight, allow_minimum=True)
     set_threads(threads)
@@ -589,12 +585,14 @@ def train(
     start = time.time()
     bar = tqdm(range(max_steps), desc="clip", unit="step")
     for step in bar:
-        # The order of one step: learning rate, batch, forward/backward, clip, step, log, evaluation / checkpoint.
+        # 1. learning rate first, so this step already uses it: a short warm-up (the heads start
+        #    random), then cosine to a tenth
         for group in opt.param_groups:
             group["lr"] = warmup_cosine(step, max_steps, learning_rate, min(50, max_steps // 10 + 1), final=0.1)
-        # The batch depends only on (seed, step), so a run can be repeated exactly.
+        # 2. batch: it depends only on (seed, step), so a run can be repeated exactly
         rows = np.random.default_rng([seed, step]).choice(len(paths), min(batch_size, len(paths)), replace=False)
         model.train()
+        # 3. forward/backward on this batch alone (zero_grad), clip so one spike cannot wreck the weights, then step
         # BEGIN SOLUTION (hint: model(ids, mask, prefix=...) on the batch's rows, loss_fn with its positives, plus the weighted uniformity of the text features; backward, clip, step)
         images, texts, scale = model(ids, mask, prefix=train_prefix[rows])  # (B, D), (V, D), ()
         contrastive = loss_fn(images, texts, scale, positives=positives[rows])
@@ -606,12 +604,14 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         # END SOLUTION
+        # 4. log: the bar, and the history's mean of the last 20 losses
         losses.append((loss.item(), contrastive.item()))
         bar.set_postfix(loss=f"{np.mean([x[0] for x in losses[-20:]]):.3f}", best=f"{max(best, 0):.3f}")
         if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
             recent = np.mean(losses[-20:], axis=0)
             history.append({"step": step + 1, "loss": float(recent[0]), "contrastive": float(recent[1]),
                             "seconds": round(time.time() - start, 1), "logit_scale": round(model.scale().item(), 3)})
+        # 5. evaluate every EVAL_EVERY steps; 6. keep the best checkpoint by valid accuracy; 7. log
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
             images = prefix_features(model, valid_prefix)[valid_rows]
             result = score(images, valid_sets, dict(zip(valid_captions, text_features(model, valid_captions), strict=True)))

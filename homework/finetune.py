@@ -23,7 +23,7 @@ import torch
 
 from homework.base_vlm import BaseVLM
 from homework.checkpoint import check_base, open_checkpoint, reference_dir, save_adapter, write_record
-from homework.cli_checks import check_int, check_number, fail, set_threads
+from homework.cli_checks import check_int, check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.training_curve import plot_training_curve
 from homework.vlm_inputs import PictureCache, frozen_features, text_batch
@@ -117,13 +117,9 @@ def train(
     from homework.data import VQADataset, benchmark
 
     # Fire types values by their look: check every one before any work.
-    max_steps = check_int("max_steps", max_steps, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    lora_rank = check_int("lora_rank", lora_rank, 1)
-    vision_blocks = check_int("vision_blocks", vision_blocks, 0)
-    seed = check_int("seed", seed, 0)
-    eval_every = check_int("eval_every", eval_every, 1)
-    eval_samples = check_int("eval_samples", eval_samples, 1)
+    check_ints(max_steps=(max_steps, 1), batch_size=(batch_size, 1), lora_rank=(lora_rank, 1),
+               vision_blocks=(vision_blocks, 0), seed=(seed, 0), eval_every=(eval_every, 1),
+               eval_samples=(eval_samples, 1))
     learning_rate = check_number("learning_rate", learning_rate)
     set_threads(threads)
     out = Path(output_dir) if output_dir else Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
@@ -163,13 +159,15 @@ def train(
     start = time.time()
     bar = tqdm(range(max_steps), desc="finetune", unit="step")
     for step in bar:
-        # One step, in the order of every training loop of the kit: learning rate, batch,
-        # forward/backward, clip, step, log, evaluate and keep the best checkpoint.
+        # 1. learning rate first, so this step already uses it: a short warm-up (the new LoRA and
+        #    embeddings start far from where they end), then cosine to a tenth
         for group in opt.param_groups:
             group["lr"] = warmup_cosine(step, max_steps, learning_rate, min(100, max_steps // 10 + 1), final=0.1)
-        rng = np.random.default_rng([seed, step])  # the batch depends only on (seed, step): a run can be repeated
+        # 2. batch: it depends only on (seed, step), so a run can be repeated exactly
+        rng = np.random.default_rng([seed, step])
         items = [train_set[i] for i in rng.choice(len(train_set), min(batch_size, len(train_set)), replace=False)]
         model.train()
+        # 3. forward/backward on this batch alone (zero_grad), clip so one spike cannot wreck the weights, then step
         # BEGIN SOLUTION (hint: build ids/mask/labels with text_batch, run the model on the pictures, backprop the loss)
         ids, mask, labels = text_batch(tok, [it["question"] for it in items], [it["answer"] for it in items])
         rows = [pictures.index[it["image_path"]] for it in items]
@@ -180,10 +178,12 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         # END SOLUTION
+        # 4. log: the bar, and the history's mean of the last 20 losses
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{max(best, 0):.3f}")
         if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
             history.append({"step": step + 1, "loss": float(np.mean(losses[-20:])), "seconds": time.time() - start})
+        # 5. evaluate every EVAL_EVERY steps; 6. keep the best checkpoint by valid accuracy; 7. log
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
             model.eval()
             result = benchmark(vlm, valid_set, batch_size=100, progress=False)

@@ -1,8 +1,11 @@
 """RGB + LiDAR fusion: tell cubes from spheres, with late or intermediate fusion.
 
-    python -m homework.fusion train --fusion late --downsample stride
+    python -m homework.fusion train --fusion late --downsample stride    # -> runs/fusion/late_stride
     python -m homework.fusion test --checkpoint runs/fusion/late_stride
-    python -m homework.fusion ablation          # every fusion x downsampling: CSV + PNG in benchmarks/
+    python -m homework.fusion test             # the committed reference, homework/checkpoints/fusion
+
+You write `Embedder` here; `homework.cilp` reuses it as the CNN inside its encoders. (The kit's
+grid of every fusion x downsampling is `python -m benchmarks.fusion_ablation`.)
 
 Each modality has its own `Embedder` (a small CNN whose downsampling is a switch: strided
 convolution or max pooling) that turns its 64x64 input into an 8x8 feature map, i.e. 64 tokens
@@ -14,19 +17,15 @@ of C channels. Then:
     attention  cross-attention: RGB tokens attend to LiDAR tokens and LiDAR tokens to RGB
 
 The checkpoint folder holds `model.safetensors` and `config.json` (the resolved `FusionConfig`
-plus how it was trained); `load_model` checks that the config matches the weights.
+plus how it was trained); `load_model` checks that the config matches the weights, and
+`homework.checkpoint` that the folder is there, is a fusion checkpoint and fits the size limit.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
-import os
-import resource
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +39,23 @@ from torch import nn
 from tqdm import tqdm
 
 from homework import shapes_data
+from homework.checkpoint import check_size, open_checkpoint, reference_dir, write_record
+from homework.cli_checks import (
+    check_choice,
+    check_ints,
+    check_number,
+    check_split,
+    fail,
+    renamed,
+    set_threads,
+)
+from homework.lr_schedule import warmup_cosine
 
 FUSIONS = ("late", "concat", "weighted", "attention")
 DOWNSAMPLES = ("stride", "maxpool")
-MAX_CHECKPOINT_MB = 5.0
-REFERENCE_DIR = Path(__file__).parent / "checkpoints" / "fusion"
+REFERENCE_DIR = reference_dir("fusion")  # what load_fusion() reads and `test` scores by default
 DEFAULT_RUNS = "runs/fusion"
-ABLATION_OUT = "benchmarks/fusion_ablation"
+WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -266,16 +275,13 @@ def predict(model: FusionClassifier, rgb: np.ndarray, ranges: np.ndarray, azimut
 
 
 def save_model(model: FusionClassifier, out_dir: str | Path, training: dict) -> Path:
-    """Write model.safetensors + config.json, then check that the folder loads and is small."""
+    """Write model.safetensors + config.json, then check that the folder is small and loads."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out / "model.safetensors")
-    record = {"assignment": "fusion", "config": dataclasses.asdict(model.config), "training": training}
-    (out / "config.json").write_text(json.dumps(record, indent=1) + "\n")
-    size_mb = (out / "model.safetensors").stat().st_size / 2**20
-    if size_mb > MAX_CHECKPOINT_MB:
-        raise SystemExit(f"error: {out}/model.safetensors is {size_mb:.1f} MB, over {MAX_CHECKPOINT_MB} MB")
+    save_file(state, out / WEIGHTS)
+    write_record(out, "fusion", {"config": dataclasses.asdict(model.config), "training": training})
+    check_size(out, "fusion", (WEIGHTS,), hint="try a smaller --width")
     load_model(out)
     return out
 
@@ -283,27 +289,20 @@ def save_model(model: FusionClassifier, out_dir: str | Path, training: dict) -> 
 def load_model(checkpoint: str | Path, fusion: str = "", downsample: str = "") -> FusionClassifier:
     """Load a checkpoint folder; if `fusion` / `downsample` are given, it must be that variant."""
     path = Path(checkpoint)
-    if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
-        raise SystemExit(f"error: no fusion checkpoint in {path} (config.json + model.safetensors); "
-                         "train one with `python -m homework.fusion train`")
-    record = json.loads((path / "config.json").read_text())
-    if record.get("assignment") != "fusion":
-        raise SystemExit(f"error: {path} holds a {record.get('assignment')!r} checkpoint, not a fusion one")
+    record = open_checkpoint(path, "fusion", (WEIGHTS,))  # there, a fusion one, within the size limit
     known = {f.name for f in dataclasses.fields(FusionConfig)}
-    unknown = set(record["config"]) - known
+    unknown = set(record.get("config", {})) - known
     if unknown:
-        raise SystemExit(f"error: {path}/config.json has unknown fields {sorted(unknown)}")
-    config = FusionConfig(**record["config"])
+        fail(f"{path}/config.json has unknown fields {sorted(unknown)}")
+    config = FusionConfig(**record.get("config", {}))
     for name, wanted in (("fusion", fusion), ("downsample", downsample)):
         if wanted and getattr(config, name) != wanted:
-            raise SystemExit(f"error: {path} is a {name}={getattr(config, name)} checkpoint, not {name}={wanted}; "
-                             f"pass --{name} {getattr(config, name)} or another --checkpoint")
+            fail(f"{path} is a {name}={getattr(config, name)} checkpoint, not {name}={wanted}; "
+                 f"pass --{name} {getattr(config, name)} or another --checkpoint")
     model = FusionClassifier(config)
-    state = load_file(path / "model.safetensors")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(load_file(path / WEIGHTS), strict=False)
     if missing or unexpected:
-        raise SystemExit(f"error: {path}/model.safetensors does not match its config "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        fail(f"{path}/{WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()
 
 
@@ -313,17 +312,6 @@ def load_reference() -> FusionClassifier:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SystemExit(f"error: --{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def check_positive(**values) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise SystemExit(f"error: --{name} must be a positive number, got {value!r}")
 
 
 def random_flip(rgb: torch.Tensor, lidar: torch.Tensor, generator: torch.Generator):
@@ -350,39 +338,10 @@ def evaluate(model: FusionClassifier, split: shapes_data.ShapesSplit, batch_size
     return loss_sum / len(split), correct / len(split)
 
 
-def _proc_status_mb(key: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_memory() -> float:
-    """Start measuring peak memory now; return the memory in use (MB) as the baseline."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**20
-    try:  # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    return _proc_status_mb("VmRSS") or 0.0
-
-
-def peak_memory_mb() -> float:
-    """Peak memory since `reset_peak_memory`: CUDA's allocator peak on a GPU, else the peak resident set."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _proc_status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def train(fusion: str = "late", downsample: str = "stride", epochs: int = 8, batch_size: int = 64,
-          lr: float = 3e-3, weight_decay: float = 1e-4, width: int = 8, subset: bool = False,
-          data_dir: str = shapes_data.DEFAULT_DATA_DIR, out_dir: str = "", overwrite: bool = False,
-          seed: int = 0, threads: int = 0) -> None:
+          learning_rate: float = 3e-3, weight_decay: float = 1e-4, width: int = 8, subset: bool = False,
+          data_dir: str = shapes_data.DEFAULT_DATA_DIR, output_dir: str = "", overwrite: bool = False,
+          seed: int = 0, threads: int = 0, lr: float | None = None, out_dir: str | None = None) -> None:
     """Train a fusion classifier; keep the checkpoint with the lowest validation loss.
 
     Args:
@@ -390,57 +349,61 @@ def train(fusion: str = "late", downsample: str = "stride", epochs: int = 8, bat
         downsample: stride (strided convolution) | maxpool (max pooling) in the embedders.
         epochs: passes over the training split.
         batch_size: samples per step.
-        lr: peak learning rate (AdamW, linear warm-up then cosine decay).
+        learning_rate: peak learning rate (AdamW, linear warm-up for one epoch, then cosine decay).
         weight_decay: AdamW weight decay.
         width: channels of the embedders' first block (then 2x, 4x).
         subset: train and validate on the fixed 30% subset (splits.json) instead of everything.
         data_dir: the shapes dataset (generated with seed 0 if missing).
-        out_dir: the checkpoint folder; default runs/fusion/FUSION_DOWNSAMPLE.
-        overwrite: replace a checkpoint already in out_dir.
-        seed: torch seed for initialisation and batch order.
-        threads: torch CPU threads; 0 keeps torch's default.
+        output_dir: the checkpoint folder; default runs/fusion/FUSION_DOWNSAMPLE.
+        overwrite: replace a checkpoint already in output_dir.
+        seed: torch seed for initialisation, batch order and augmentation.
+        threads: torch CPU threads; 0 = torch's default (every core).
+        lr: old name of --learning_rate (still works, with a note).
+        out_dir: old name of --output_dir (still works, with a note).
     """
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 3e-3)
+    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, "")
     check_choice("fusion", fusion, FUSIONS)
     check_choice("downsample", downsample, DOWNSAMPLES)
-    check_positive(epochs=epochs, batch_size=batch_size, lr=lr, width=width)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SystemExit(f"error: --seed must be an integer, got {seed!r}")
-    out = Path(out_dir or f"{DEFAULT_RUNS}/{fusion}_{downsample}")
-    if (out / "model.safetensors").exists() and not overwrite:
-        raise SystemExit(f"error: {out} already holds a checkpoint; pass --overwrite or another --out_dir")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), width=(width, 1), seed=(seed, 0))
+    check_number("learning_rate", learning_rate)
+    check_number("weight_decay", weight_decay, allow_minimum=True)
+    out = Path(output_dir or f"{DEFAULT_RUNS}/{fusion}_{downsample}")
+    if (out / WEIGHTS).exists() and not overwrite:
+        fail(f"{out} already holds a checkpoint; pass --overwrite or another --output_dir")
+    threads = set_threads(threads)
+    torch.manual_seed(seed)  # the model's initialisation
+    generator = torch.Generator().manual_seed(seed)  # batch order and flips, apart from the initialisation
 
     train_split = shapes_data.load_split(data_dir, "train", subset, generate_seed=0)  # made if missing
-    val_split = shapes_data.load_split(data_dir, "val", subset)
+    val_split = shapes_data.load_split(data_dir, "valid", subset)
     config = FusionConfig(fusion=fusion, downsample=downsample, width=width, **shapes_data.channel_stats(data_dir))
     model = FusionClassifier(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_split) / batch_size)
-    total_steps, warmup = epochs * steps_per_epoch, steps_per_epoch
+    total_steps, warmup_steps = epochs * steps_per_epoch, steps_per_epoch
     print(f"fusion={fusion} downsample={downsample}: {count_parameters(model):,} parameters, "
           f"{len(train_split)} train / {len(val_split)} val samples, {epochs} epochs")
 
     best = {"val_loss": float("inf")}
     epoch_seconds: list[float] = []
-    baseline_mb = reset_peak_memory()  # the data and the model are loaded: measure what training adds
     step = 0
     for epoch in range(epochs):
         model.train()
         started = time.perf_counter()
-        order = torch.randperm(len(train_split), generator=generator)
+        order = torch.randperm(len(train_split), generator=generator)  # a fresh order each epoch
         bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for start in bar:
-            # 1. learning rate: warm up for an epoch (BatchNorm statistics settle), then cosine to 0
-            lr_now = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            # 1. learning rate first, so this step already uses it: an epoch of warm-up while the
+            #    BatchNorm statistics settle (overlapping the cosine, as the reference was trained), then to 0
             for group in optimizer.param_groups:
-                group["lr"] = lr_now
+                group["lr"] = warmup_cosine(step, total_steps, learning_rate, warmup_steps, overlap=True)
+            # 2. batch: flip half of it, the same flip for both modalities (they must stay aligned)
             batch = order[start:start + batch_size]
             rgb, lidar = random_flip(train_split.rgb[batch], train_split.lidar[batch], generator)
             labels = train_split.labels[batch]
-            # 2. forward, backward, clip, step
+            # 3. forward/backward on this batch alone (zero_grad), clip so one spike cannot wreck the
+            #    weights, then step
             # BEGIN SOLUTION (hint: cross-entropy of model(rgb, lidar) against labels; zero_grad, backward, clip to 1.0, step)
             loss = F.cross_entropy(model(rgb, lidar), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -449,43 +412,42 @@ def train(fusion: str = "late", downsample: str = "stride", epochs: int = 8, bat
             optimizer.step()
             # END SOLUTION
             step += 1
+            # 4. log: the bar only (printing every step would drown the per-epoch lines)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        epoch_seconds.append(time.perf_counter() - started)
-        # 3. evaluate and keep the best: lowest validation loss, not accuracy (it saturates at 100%)
+        epoch_seconds.append(time.perf_counter() - started)  # training steps only, not the evaluation
+        # 5. evaluate; 6. keep the best: lowest validation loss, not accuracy (it saturates at 100%)
         val_loss, val_acc = evaluate(model, val_split)
         improved = val_loss < best["val_loss"]
         if improved:
             best = {"val_loss": round(val_loss, 6), "val_accuracy": round(val_acc, 6), "epoch": epoch + 1}
-            training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+            training = {"epochs": epochs, "batch_size": batch_size, "lr": learning_rate, "weight_decay": weight_decay,
                         "subset": subset, "seed": seed, "data_dir": str(data_dir),
                         "data_seed": shapes_data.dataset_seed(data_dir), **best}
             save_model(model, out, training)
-        # 4. log
+        # 7. log, after saving, so that "*saved" is true when it is printed
         print(f"epoch {epoch + 1:2d}/{epochs} loss {loss.item():.4f} val_loss {val_loss:.4f} "
               f"val_acc {val_acc:.4f}{'  *saved' if improved else ''}")
 
-    peak_mb = peak_memory_mb()
     metrics = {"fusion": fusion, "downsample": downsample, "parameters": count_parameters(model),
                # the median epoch: a shared CPU makes some epochs slow for reasons of its own
                "seconds_per_epoch": round(float(np.median(epoch_seconds)), 2),
-               "peak_memory_mb": round(peak_mb, 1), "training_memory_mb": round(peak_mb - baseline_mb, 1),
-               "threads": torch.get_num_threads(), **best}
+               "threads": threads, **best}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"best epoch {best['epoch']}: val_loss {best['val_loss']:.4f} val_acc {best['val_accuracy']:.4f}; "
           f"{metrics['seconds_per_epoch']}s/epoch; saved {out}")
 
 
-def test(checkpoint: str = "", fusion: str = "", downsample: str = "", data_dir: str = shapes_data.DEFAULT_DATA_DIR,
-         split: str = "val", generate_seed: int | None = None) -> None:
+def test(checkpoint: str = str(REFERENCE_DIR), fusion: str = "", downsample: str = "",
+         data_dir: str = shapes_data.DEFAULT_DATA_DIR, split: str = "valid", generate_seed: int | None = None) -> None:
     """Accuracy of a checkpoint on a split; the last line is `accuracy=...`.
 
     Args:
-        checkpoint: a checkpoint folder; default runs/fusion/FUSION_DOWNSAMPLE (late, stride if not given).
-            Pass homework/checkpoints/fusion for the reference.
+        checkpoint: a checkpoint folder; default the committed reference, homework/checkpoints/fusion
+            (what load_fusion() reads).
         fusion: if given, the checkpoint must be this fusion kind.
         downsample: if given, the checkpoint must use this downsampling.
         data_dir: the shapes dataset to test on (a held-out one: generate it with another --seed).
-        split: train | val | all ("all" for a held-out dataset).
+        split: train | valid | all ("all" for a held-out dataset; "val" still works).
         generate_seed: generate data_dir from this world seed if it is missing (without it, only the
             default data_dir is generated, with seed 0).
     """
@@ -493,139 +455,15 @@ def test(checkpoint: str = "", fusion: str = "", downsample: str = "", data_dir:
         check_choice("fusion", fusion, FUSIONS)
     if downsample:
         check_choice("downsample", downsample, DOWNSAMPLES)
-    check_choice("split", split, shapes_data.SPLITS)
-    path = checkpoint or f"{DEFAULT_RUNS}/{fusion or 'late'}_{downsample or 'stride'}"
-    model = load_model(path, fusion, downsample)
+    split = check_split("split", split, shapes_data.SPLITS, shapes_data.SPLIT_ALIASES)
+    model = load_model(checkpoint, fusion, downsample)
     data = shapes_data.load_split(data_dir, split, generate_seed=generate_seed)
     loss, accuracy = evaluate(model, data)
     errors = len(data) - round(accuracy * len(data))
-    print(f"{path} (fusion={model.config.fusion}, downsample={model.config.downsample}) on {data_dir} {split}: "
+    print(f"{checkpoint} (fusion={model.config.fusion}, downsample={model.config.downsample}) on {data_dir} {split}: "
           f"{len(data)} samples, loss {loss:.4f}, {errors} errors")
     print(f"accuracy={accuracy:.4f}")
 
 
-def step_cpu_ms(config: FusionConfig, batch_size: int = 64, steps: int = 5) -> float:
-    """CPU milliseconds of one training step (forward, backward, AdamW) on one thread, median of `steps`.
-
-    CPU time, not wall-clock time, so that the number stays comparable on a machine other jobs share.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = FusionClassifier(config).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        rgb, lidar = torch.rand(batch_size, 3, config.image_size, config.image_size), torch.randn(
-            batch_size, 4, config.image_size, config.image_size)
-        labels = torch.randint(0, config.num_classes, (batch_size,))
-        times = []
-        for _ in range(steps + 1):  # the first step warms up the allocator
-            started = time.process_time()
-            loss = F.cross_entropy(model(rgb, lidar), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            times.append(1000 * (time.process_time() - started))
-        return float(np.median(times[1:]))
-    finally:
-        torch.set_num_threads(threads)
-
-
-def ablation(epochs: int = 8, subset: bool = False, data_dir: str = shapes_data.DEFAULT_DATA_DIR,
-             heldout_dir: str = "data/shapes_heldout", heldout_seed: int = 90210, out: str = ABLATION_OUT,
-             runs_dir: str = "runs/fusion_ablation", threads: int = 0, overwrite: bool = False) -> None:
-    """Train every fusion kind x downsampling; write OUT.csv and OUT.png.
-
-    Each run is `train` in a fresh process (so that its peak memory is its own), then `test` on
-    the validation split and on a held-out dataset generated from a seed never used in training.
-    Seconds per epoch are wall-clock (they suffer when other jobs share the CPU); the CPU time of
-    one training step of 64 samples on one thread is measured too, and compares fairly.
-
-    Args:
-        epochs: epochs per run.
-        subset: train each run on the fixed 30% subset (faster, and far from converged at 8 epochs).
-        data_dir: the training dataset.
-        heldout_dir: the held-out dataset (generated from heldout_seed if missing).
-        heldout_seed: the world seed of the held-out dataset; must differ from the training seed.
-        out: output path without extension (OUT.csv, OUT.png).
-        runs_dir: where the grid's checkpoints go (replaced).
-        threads: torch CPU threads per run; 0 keeps torch's default.
-        overwrite: replace OUT.csv / OUT.png if they exist.
-    """
-    check_positive(epochs=epochs)
-    shapes_data.ensure_dataset(data_dir)
-    if shapes_data.dataset_seed(data_dir) == heldout_seed:
-        raise SystemExit(f"error: --heldout_seed {heldout_seed} is the training data's seed; choose another")
-    csv_path, png_path = Path(f"{out}.csv"), Path(f"{out}.png")
-    if (csv_path.exists() or png_path.exists()) and not overwrite:
-        raise SystemExit(f"error: {csv_path} or {png_path} exists; pass --overwrite or another --out")
-    shapes_data.ensure_dataset(heldout_dir, seed=heldout_seed)
-    if shapes_data.dataset_seed(heldout_dir) != heldout_seed:
-        raise SystemExit(f"error: {heldout_dir} was made from seed {shapes_data.dataset_seed(heldout_dir)}, "
-                         f"not --heldout_seed {heldout_seed}; pass the matching seed or another --heldout_dir")
-    heldout = shapes_data.load_split(heldout_dir, "all")
-    rows = []
-    for fusion in FUSIONS:
-        for downsample in DOWNSAMPLES:
-            run = Path(runs_dir) / f"{fusion}_{downsample}"
-            command = [sys.executable, "-m", "homework.fusion", "train", "--fusion", fusion, "--downsample", downsample,
-                       "--epochs", str(epochs), "--data_dir", data_dir, "--out_dir", str(run), "--overwrite",
-                       "--threads", str(threads)] + (["--subset"] if subset else [])
-            print(f"\n== {fusion} / {downsample}: {' '.join(command[1:])}")
-            subprocess.run(command, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            metrics = json.loads((run / "metrics.json").read_text())
-            model = load_model(run, fusion, downsample)
-            _, heldout_acc = evaluate(model, heldout)
-            cpu_ms = step_cpu_ms(model.config)
-            rows.append({"fusion": fusion, "downsample": downsample, "val_accuracy": metrics["val_accuracy"],
-                         "heldout_accuracy": round(heldout_acc, 6), "val_loss": metrics["val_loss"],
-                         "parameters": metrics["parameters"], "seconds_per_epoch": metrics["seconds_per_epoch"],
-                         "cpu_ms_per_step": round(cpu_ms, 1),
-                         "peak_memory_mb": metrics["peak_memory_mb"],
-                         "training_memory_mb": metrics["training_memory_mb"], "best_epoch": metrics["epoch"],
-                         "epochs": epochs, "threads": metrics["threads"]})
-            print(f"-> held-out accuracy {heldout_acc:.4f}")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_ablation(rows, png_path, f"held-out: {len(heldout)} samples, seed {heldout_seed}; "
-                                  f"{'30% subset' if subset else 'full train split'}, {epochs} epochs")
-    print(f"\nwrote {csv_path} and {png_path}")
-    for row in rows:
-        print(f"{row['fusion']:9s} {row['downsample']:7s} held-out {row['heldout_accuracy']:.4f} "
-              f"val_loss {row['val_loss']:.4f} params {row['parameters']:7,d} "
-              f"{row['seconds_per_epoch']:6.2f}s/epoch {row['cpu_ms_per_step']:6.1f} CPU ms/step peak {row['peak_memory_mb']:7.1f} MB "
-              f"(+{row['training_memory_mb']:.1f} MB training)")
-
-
-def plot_ablation(rows: list[dict], path: Path, subtitle: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    x = np.arange(len(FUSIONS))
-    for k, downsample in enumerate(DOWNSAMPLES):
-        sel = [r for r in rows if r["downsample"] == downsample]
-        offset = (k - 0.5) * 0.38
-        axes[0].bar(x + offset, [100 * (1 - r["heldout_accuracy"]) for r in sel], 0.38, label=downsample)
-        axes[1].bar(x + offset, [r["cpu_ms_per_step"] for r in sel], 0.38, label=downsample)
-        axes[2].bar(x + offset, [r["parameters"] / 1000 for r in sel], 0.38, label=downsample)
-        axes[3].bar(x + offset, [r["training_memory_mb"] for r in sel], 0.38, label=downsample)
-    titles = ("held-out error (%)", "CPU ms per step (64 samples, 1 thread)", "parameters (thousands)",
-              "training memory (MB)")
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_xticks(x, FUSIONS)
-        ax.set_title(title)
-        ax.legend()
-    fig.suptitle(f"fusion x downsampling ablation ({subtitle})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 if __name__ == "__main__":
-    fire.Fire({"train": train, "test": test, "ablation": ablation})
+    fire.Fire({"train": train, "test": test})

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from homework.cli_checks import check_split
 from worlds import shapes
 
 CLASSES = shapes.CLASSES
 DEFAULT_DATA_DIR = shapes.DEFAULT_DIR
-SPLITS = ("train", "val", "all")
+SPLITS = ("train", "valid", "all")  # the kit's split names; "all" = train + valid (a held-out dataset)
+SPLIT_ALIASES = {"val": "valid"}  # the old spelling, still accepted with a note
+SPLIT_KEYS = {"train": "train", "valid": "val"}  # each split's key in splits.json (worlds/shapes.py writes them)
 
 
 @dataclass
@@ -68,14 +71,13 @@ def ensure_dataset(data_dir: str = DEFAULT_DATA_DIR, num_samples: int = 1000, se
 
 
 def split_ids(data_dir: str | Path, split: str, subset: bool = False) -> list[str]:
-    """The sample IDs of a split ("train", "val" or "all"), or of its fixed 30% subset."""
-    if split not in SPLITS:
-        raise SystemExit(f"error: --split must be one of {', '.join(SPLITS)}, got {split!r}")
+    """The sample IDs of a split ("train", "valid" or "all"; "val" still works), or of its fixed 30% subset."""
+    split = check_split("split", split, SPLITS, SPLIT_ALIASES)
     splits = json.loads((Path(data_dir) / "splits.json").read_text())
     source = splits["subset"] if subset else splits
     if split == "all":
         return sorted(source["train"] + source["val"])
-    return list(source[split])
+    return list(source[SPLIT_KEYS[split]])
 
 
 def load_split(data_dir: str = DEFAULT_DATA_DIR, split: str = "train", subset: bool = False,
@@ -84,7 +86,7 @@ def load_split(data_dir: str = DEFAULT_DATA_DIR, split: str = "train", subset: b
 
     Args:
         data_dir: a dataset made by `python -m worlds shapes`.
-        split: "train", "val" or "all" (all = train + val, for a held-out set).
+        split: "train", "valid" or "all" (all = train + valid, for a held-out set); "val" still works.
         subset: only the fixed 30% subset of the split (listed in splits.json).
         generate_seed: the world seed to use if the dataset must be generated. None: the default
             folder is generated with seed 0, any other missing folder is an error (a mistyped

@@ -2,6 +2,7 @@
 
     python -m homework.simclr train                       # about 7 minutes on a busy 2-core CPU
     python -m homework.simclr probe runs/simclr           # linear probe vs a random encoder
+    python -m homework.simclr probe                       # the same for the reference
     torchrun --nproc_per_node 2 -m homework.simclr train  # distributed data parallel
 
 A grader needs only `load_encoder(dir)` (or `load_reference()`) and `embed(encoder, videos)`:
@@ -36,11 +37,15 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-REFERENCE_DIR = Path(__file__).parent / "checkpoints" / "simclr"
+from homework.checkpoint import LIMITS, check_size, open_checkpoint, reference_dir, write_record
+from homework.cli_checks import check_choice, check_ints, check_number, fail, renamed, set_threads
+from homework.lr_schedule import warmup_cosine
+from homework.run_state import SettingsMismatch, load_state, save_state
+
+REFERENCE_DIR = reference_dir("simclr")  # what load_reference() and `probe` read by default
 ENCODER_FILE = "encoder.safetensors"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = LIMITS["simclr"].record  # config.json: the resolved run config
 TRAINING_STATE_FILE = "last.pt"
-SIZE_LIMIT_MB = 10  # a saved encoder must fit this; the reference is about 3 MB
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # roughly the balls world's pixel statistics
 
 
@@ -337,7 +342,7 @@ def embed(encoder: nn.Module, videos: np.ndarray | torch.Tensor, batch_size: int
 
 
 def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> Path:
-    """Write encoder.safetensors + config.json, then check that they load and fit SIZE_LIMIT_MB."""
+    """Write encoder.safetensors + config.json, then check that they fit the size limit and load."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -346,10 +351,8 @@ def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> P
     path = out_dir / ENCODER_FILE
     save_file(state, path, metadata={"encoder_config": json.dumps(asdict(encoder.config))})
     path.chmod(0o644)  # safetensors writes owner-only files; a checkpoint is meant to be shared
-    (out_dir / CONFIG_FILE).write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
-    size_mb = path.stat().st_size / 2**20
-    if size_mb > SIZE_LIMIT_MB:
-        raise ValueError(f"{path} is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; use a smaller --width")
+    write_record(out_dir, "simclr", run_config)
+    check_size(out_dir, "simclr", (ENCODER_FILE,), hint="use a smaller --width (16 saves about 3 MB)")
     load_encoder(out_dir)  # fails loudly now rather than at grading time
     return path
 
@@ -357,36 +360,35 @@ def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> P
 def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Module:
     """Rebuild an encoder from a directory (or its encoder.safetensors), checking its config.
 
+    A missing, oversized or mismatched checkpoint is one line (a SystemExit) that says what to do.
     expect: if given, the checkpoint must be this encoder variant, or a clear error says how not.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    weights = path / ENCODER_FILE if path.is_dir() else path
-    if not weights.exists():
-        raise FileNotFoundError(f"no {ENCODER_FILE} at {path}; train one with: python -m homework.simclr train")
-    size_mb = weights.stat().st_size / 2**20
-    if size_mb > SIZE_LIMIT_MB:
-        raise ValueError(f"{weights} is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit")
+    weights = path if path.is_file() else path / ENCODER_FILE
+    record = open_checkpoint(weights.parent, "simclr", (weights.name,))  # exists, is SimCLR's, fits the limit
     with safe_open(str(weights), framework="pt") as f:
         saved = (f.metadata() or {}).get("encoder_config")
     if saved is None:
-        raise ValueError(f"{weights} has no encoder_config in its metadata; save it with save_encoder()")
-    config = EncoderConfig.from_dict(json.loads(saved))
-    config_json = weights.parent / CONFIG_FILE
-    if config_json.exists():
-        recorded = json.loads(config_json.read_text()).get("encoder")
-        if recorded is not None and recorded != asdict(config):
-            raise ValueError(f"{config_json} disagrees with {weights}: {recorded} vs {asdict(config)}")
+        fail(f"{weights} has no encoder_config in its metadata; save it with save_encoder()")
+    try:
+        config = EncoderConfig.from_dict(json.loads(saved))
+        config.validate()
+    except ValueError as e:
+        fail(f"{weights}: {e}")
+    recorded = record.get("encoder")
+    if recorded is not None and recorded != asdict(config):
+        fail(f"{weights.parent / CONFIG_FILE} disagrees with {weights}: {recorded} vs {asdict(config)}")
     if expect is not None and asdict(expect) != asdict(config):
         diff = {k: (v, getattr(config, k)) for k, v in asdict(expect).items() if getattr(config, k) != v}
-        raise ValueError(f"{weights} is a different encoder variant; expected vs saved: {diff}")
+        fail(f"{weights} is a different encoder variant; expected vs saved: {diff}")
     encoder = create_encoder(config)
     state = load_file(str(weights))
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{weights} does not fit {config.encoder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        fail(f"{weights} does not fit {config.encoder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return encoder.eval()
 
 
@@ -421,38 +423,23 @@ def _barrier(world_size: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SystemExit(f"error: --{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_float(name: str, value, low: float, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-        raise SystemExit(f"error: --{name} must be a number in ({low}, {high}), got {value!r}")
-
-
-def _learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def resume_settings(run_config: dict) -> dict:
+    """What a resumed run must share with the saved one: the run config but its length, so a run
+    can be continued with more --epochs. Flat, so a mismatch names the setting that differs."""
+    return {"encoder": run_config["encoder"], **{k: v for k, v in run_config["train"].items() if k != "epochs"}}
 
 
 def save_training_state(path: Path, model: SimCLR, optimizer: torch.optim.Optimizer, epoch: int, run_config: dict) -> None:
-    """Everything --resume needs, loadable with torch.load(weights_only=True)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-             "config": json.dumps(run_config, sort_keys=True)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+    """Everything --resume needs (atomic; loadable with torch.load(weights_only=True))."""
+    save_state(path, resume_settings(run_config), model=model.state_dict(), optimizer=optimizer.state_dict(),
+               epoch=epoch)
 
 
 def train(
     encoder: str = "resnet18",
     epochs: int = 10,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    learning_rate: float = 2e-3,
     temperature: float = 0.5,
     weight_decay: float = 1e-4,
     num_videos: int = 2000,
@@ -461,23 +448,26 @@ def train(
     width: int = 16,
     projection_dim: int = 64,
     seed: int = 0,
-    threads: int = 1,
+    threads: int = 0,
     workers: int = 1,
     data_dir: str = "data/balls",
-    out_dir: str = "runs/simclr",
+    output_dir: str = "runs/simclr",
     resume: bool = False,
     overwrite: bool = False,
+    out_dir: str | None = None,
+    lr: float | None = None,
 ) -> None:
     """Contrastive pretraining on the train split; checkpoints every epoch; --resume continues.
 
     Under `torchrun --nproc_per_node N` each process takes 1/N of every epoch's clips at the same
     per-process batch size, and the learning rate is scaled by N (the linear scaling rule).
+    The reference was trained with `--threads 1`; pass it to reproduce the reference's weights exactly.
 
     Args:
         encoder: resnet18 (frames through a ResNet-18, averaged over time) or vivit (a small ViViT).
         epochs: passes over the training videos.
         batch_size: clips per step per process (each gives 2 views; the loss has 2*batch_size - 2 negatives).
-        lr: peak AdamW learning rate for one process (multiplied by the number of processes).
+        learning_rate: peak AdamW learning rate for one process (multiplied by the number of processes).
         temperature: the NT-Xent temperature.
         weight_decay: AdamW weight decay.
         num_videos: training videos (the train split is generated if missing).
@@ -486,43 +476,43 @@ def train(
         width: ResNet-18 first-stage channels (16 saves ~3 MB; 64, the stock model, is over the size limit).
         projection_dim: output size of the projection head the loss sees.
         seed: seed for initialisation, shuffling and augmentation.
-        threads: torch CPU threads per process (1 is fastest on a shared CPU; 0: cores / processes).
+        threads: torch CPU threads per process (0: the machine's cores divided by the processes).
         workers: data-loader processes that augment clips in parallel with training (0: in the main process).
         data_dir: where worlds.balls splits live.
-        out_dir: where last.pt (resume state), encoder.safetensors and config.json go.
-        resume: continue the run saved in out_dir.
-        overwrite: start afresh even if out_dir holds a run.
+        output_dir: where last.pt (resume state), encoder.safetensors and config.json go.
+        resume: continue the run saved in output_dir.
+        overwrite: start afresh even if output_dir holds a run.
+        out_dir: the old name of --output_dir (still works, with a note).
+        lr: the old name of --learning_rate (still works, with a note).
     """
-    if encoder not in ENCODERS:
-        raise SystemExit(f"error: --encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("num_videos", num_videos, 2),
-                             ("clip_frames", clip_frames, 1), ("image_size", image_size, 16), ("width", width, 1),
-                             ("projection_dim", projection_dim, 1), ("seed", seed, 0), ("threads", threads, 0),
-                             ("workers", workers, 0)):
-        _check_int(name, value, low)
-    _check_float("lr", lr, 0.0, 1.0)
-    _check_float("temperature", temperature, 0.0)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < 1:
-        raise SystemExit(f"error: --weight_decay must be a number in [0, 1), got {weight_decay!r}")
+    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, "runs/simclr")
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 2e-3)
+    check_choice("encoder", encoder, ENCODERS)
+    check_ints(epochs=(epochs, 1), batch_size=(batch_size, 2), num_videos=(num_videos, 2), clip_frames=(clip_frames, 1),
+               image_size=(image_size, 16), width=(width, 1), projection_dim=(projection_dim, 1), seed=(seed, 0),
+               threads=(threads, 0), workers=(workers, 0))
+    check_number("learning_rate", learning_rate, 0.0, 1.0)
+    check_number("temperature", temperature)
+    check_number("weight_decay", weight_decay, 0.0, 1.0, allow_minimum=True)
     if resume and overwrite:
-        raise SystemExit("error: pass either --resume or --overwrite, not both")
-    out = Path(out_dir)
+        fail("pass either --resume or --overwrite, not both")
+    out = Path(output_dir)
     state_path = out / TRAINING_STATE_FILE
     if resume and not state_path.exists():
-        raise SystemExit(f"error: --resume given but {state_path} does not exist; drop --resume to start a run")
+        fail(f"--resume given but {state_path} does not exist; drop --resume to start a run")
     if not resume and not overwrite and (state_path.exists() or (out / ENCODER_FILE).exists()):
-        raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or --overwrite to restart")
+        fail(f"{out} already holds a run; pass --resume to continue it or --overwrite to restart")
     model_config = EncoderConfig(encoder=encoder, image_size=image_size, clip_frames=clip_frames, width=width)
     try:
         model_config.validate()
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
 
     rank, world_size, device = _setup_distributed()
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world_size))
-    run_config = {
+    set_threads(threads or max(1, (os.cpu_count() or 1) // world_size))
+    run_config = {  # saved in config.json with the encoder; "lr" keeps the key the reference's record has
         "encoder": asdict(model_config),
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": learning_rate, "temperature": temperature,
                   "weight_decay": weight_decay, "num_videos": num_videos, "projection_dim": projection_dim,
                   "seed": seed, "world_size": world_size, "data_seed": None},
     }
@@ -537,28 +527,24 @@ def train(
     meta = json.loads((Path(data_dir) / "train" / "meta.json").read_text())
     run_config["train"]["data_seed"] = meta.get("seed")
     if len(data["videos"]) < num_videos:
-        raise SystemExit(
-            f"error: {data_dir}/train has {len(data['videos'])} videos, fewer than --num_videos {num_videos}; "
-            f"run: python -m worlds balls --split train --num_videos {num_videos} --overwrite"
-        )
+        fail(f"{data_dir}/train has {len(data['videos'])} videos, fewer than --num_videos {num_videos}; "
+             f"run: python -m worlds balls --split train --num_videos {num_videos} --overwrite")
     videos = torch.from_numpy(data["videos"][:num_videos])  # (N, T, S, S, 3) uint8; labels stay unused
 
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = SimCLR(model_config, projection_dim).to(device)
     encoder_mb = sum(t.numel() * t.element_size() for t in model.encoder.state_dict().values()) / 2**20
-    if encoder_mb > SIZE_LIMIT_MB:  # say so now, not after training
-        raise SystemExit(f"error: this encoder would save {encoder_mb:.0f} MB, over the {SIZE_LIMIT_MB} MB limit; "
-                         f"use a smaller --width (16 saves about 3 MB)")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr * world_size, weight_decay=weight_decay)
+    max_mb = LIMITS["simclr"].max_mb
+    if encoder_mb > max_mb:  # say so now, not after training
+        fail(f"this encoder would save {encoder_mb:.0f} MB, over the {max_mb:g} MB limit; "
+             f"use a smaller --width (16 saves about 3 MB)")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate * world_size, weight_decay=weight_decay)
     start_epoch = 0
     if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        differs = {k: (saved["train"].get(k), v) for k, v in run_config["train"].items()
-                   if k != "epochs" and saved["train"].get(k) != v}
-        if saved["encoder"] != run_config["encoder"] or differs:
-            raise SystemExit(f"error: {state_path} was saved with other settings (saved, now): "
-                             f"{differs or (saved['encoder'], run_config['encoder'])}; use the same flags")
+        try:
+            state = load_state(state_path, resume_settings(run_config))
+        except SettingsMismatch as e:
+            fail(f"{state_path} was saved with other settings (saved, now): {e.differences}; use the same flags")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
@@ -570,7 +556,7 @@ def train(
 
     steps_per_epoch = len(videos) // (batch_size * world_size)
     if steps_per_epoch < 1:
-        raise SystemExit(f"error: {len(videos)} videos cannot fill one batch of {batch_size} x {world_size} processes")
+        fail(f"{len(videos)} videos cannot fill one batch of {batch_size} x {world_size} processes")
     total_steps, warmup_steps = epochs * steps_per_epoch, max(1, steps_per_epoch // 2)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -590,12 +576,15 @@ def train(
         )
         ddp_model.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0)
+        # Every step runs 1-4 in this order; the loader has already drawn the step's augmented views
+        # (in a worker, or here with the seeded global RNG), and nothing below draws random numbers.
         for i, (view1, view2) in enumerate(bar):  # (B, t, 3, s, s) each: two augmented views of B clips
             step = epoch * steps_per_epoch + i
-            # 1. learning rate for this step (warm-up then cosine: large early steps on a random net diverge)
+            # 1. learning rate for this step, before the update that uses it
+            #    (warm-up then cosine: large early steps on a random net diverge)
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, total_steps, lr * world_size, warmup_steps)
-            # 2. this rank's share of the global batch
+                group["lr"] = warmup_cosine(step, total_steps, learning_rate * world_size, warmup_steps)
+            # 2. this rank's share of the global batch, onto the device the model lives on
             view1, view2 = view1.to(device), view2.to(device)
             # 3. forward, backward, step (DDP averages the gradients across ranks during backward)
             # BEGIN SOLUTION (hint: project both views with ddp_model, NT-Xent loss, zero_grad, backward, optimizer step)
@@ -605,13 +594,14 @@ def train(
             loss.backward()
             optimizer.step()
             # END SOLUTION
-            # 4. log
+            # 4. log the update just made (its loss and learning rate); last, as loss.item() waits for the device
             if rank == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        # 5. checkpoint every epoch, so an interrupted run loses at most one epoch
+        # 5. checkpoint every epoch, after its last step, so an interrupted run loses at most one epoch
+        #    and --resume starts the next epoch from exactly these weights and optimizer moments
         if rank == 0:
             save_training_state(state_path, model, optimizer, epoch + 1, run_config)
-        _barrier(world_size)
+        _barrier(world_size)  # no rank starts the next epoch (or exits) before the checkpoint is written
     if rank == 0:
         run_config["train"]["wall_seconds"] = round(time.time() - started, 1)
         path = save_encoder(model.encoder, run_config, out)
@@ -655,44 +645,43 @@ def fit_linear_probe(
 def probe(
     checkpoint: str = str(REFERENCE_DIR),
     train_split: str = "train",
-    test_split: str = "test",
+    split: str = "test",
     num_train: int = 2000,
     num_test: int = 500,
     seed: int = 0,
-    threads: int = 1,
+    threads: int = 0,
     data_dir: str = "data/balls",
+    test_split: str | None = None,
 ) -> None:
     """Linear probe on frozen features (how many balls: 1, 2 or 3), beside a random encoder's.
 
-    The probe is fit on the train split's labels and scored on test_split, a split made from its
+    The probe is fit on the train split's labels and scored on --split, a split made from its
     own seed that training never saw. The last line printed is `accuracy=...`.
 
     Args:
-        checkpoint: a directory with encoder.safetensors and config.json (default: the reference).
+        checkpoint: a directory with encoder.safetensors and config.json (default: the reference,
+            the one load_simclr() reads).
         train_split: split whose labelled videos fit the probe (generated if missing).
-        test_split: held-out split that scores it (generated if missing).
+        split: the held-out split that scores it (generated if missing).
         num_train: training videos for the probe.
         num_test: held-out videos to score.
         seed: seed of the random encoder of the baseline.
-        threads: torch CPU threads (1 is fastest on a shared CPU; 0: all cores).
+        threads: torch CPU threads per process (0: the machine's cores divided by the processes).
         data_dir: where worlds.balls splits live.
+        test_split: the old name of --split (still works, with a note).
     """
-    for name, value, low in (("num_train", num_train, 3), ("num_test", num_test, 1), ("seed", seed, 0),
-                             ("threads", threads, 0)):
-        _check_int(name, value, low)
-    if train_split == test_split:
-        raise SystemExit(f"error: --test_split must differ from --train_split ({train_split!r})")
-    try:
-        encoder = load_encoder(checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    split = renamed("test_split", "split", test_split, split, "test")
+    check_ints(num_train=(num_train, 3), num_test=(num_test, 1), seed=(seed, 0), threads=(threads, 0))
+    if train_split == split:
+        fail(f"--split must differ from --train_split ({train_split!r})")
+    encoder = load_encoder(checkpoint)
+    set_threads(threads or os.cpu_count() or 1)  # one process: 0 is every core
     from worlds import balls
 
     train_data = balls.ensure_split(train_split, data_dir, num_videos=num_train)
-    test_data = balls.ensure_split(test_split, data_dir, num_videos=num_test)
+    test_data = balls.ensure_split(split, data_dir, num_videos=num_test)
     if (train_data["num_balls"] < 1).any() or (test_data["num_balls"] < 1).any():
-        raise SystemExit("error: the probe needs ball counts; a split without labels (num_balls=-1) cannot be used")
+        fail("the probe needs ball counts; a split without labels (num_balls=-1) cannot be used")
     train_videos, train_y = train_data["videos"][:num_train], torch.from_numpy(train_data["num_balls"][:num_train] - 1)
     test_videos, test_y = test_data["videos"][:num_test], torch.from_numpy(test_data["num_balls"][:num_test] - 1)
 
@@ -703,7 +692,7 @@ def probe(
         started = time.time()
         results[name] = probe_accuracy(model, train_videos, train_y, test_videos, test_y)
         print(f"{name:16s} probe accuracy {results[name]:.4f}  ({len(train_y)} train / {len(test_y)} "
-              f"{test_split} videos, {time.time() - started:.0f} s)")
+              f"{split} videos, {time.time() - started:.0f} s)")
     print(f"accuracy={results['trained encoder']:.4f}")
 
 

@@ -1,6 +1,6 @@
 """Pretraining the kit's tiny base VLM from scratch, deterministically: `data/base_vlm/`.
 
-    python -m pretraining.base_vlm pretrain --overwrite    # remake data/base_vlm
+    python -m pretraining.base_vlm pretrain --overwrite --threads 2   # remake data/base_vlm
 
 Two stages, on a kart split of its own (`pretrain`, never the assignment's train split), and never
 on the assignment's questions:
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from homework.base_vlm import FINGERPRINT_FILE, TINY_BASE_DIR, weights_fingerprint
-from homework.cli_checks import check_int, check_number, fail, set_threads
+from homework.cli_checks import check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.modeling_kart_vlm import (
     DESCRIBE_PROMPT,
@@ -264,9 +264,7 @@ def pretrain(
     from generate_qa import ensure_world, split_views
 
     set_threads(threads)
-    for name, value, minimum in (("vision_steps", vision_steps, 0), ("max_steps", max_steps, 1),
-                                 ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        check_int(name, value, minimum)
+    check_ints(vision_steps=(vision_steps, 0), max_steps=(max_steps, 1), batch_size=(batch_size, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     out = Path(output_dir)
     if (out / "config.json").exists() and not overwrite:

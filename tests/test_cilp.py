@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from homework import cilp
+from homework import cilp, shapes_data
+from homework.checkpoint import LIMITS
 from worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,9 @@ def test_stages_end_to_end_and_checkpoint_checks(tiny, tmp_path, capsys):
         cilp.test(checkpoint=str(run / "pretrain"), data_dir=str(tiny))
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
         cilp.pretrain(epochs=1, **common)
-    with pytest.raises(SystemExit, match="no CILP checkpoint"):
+    empty = tmp_path / "empty" / "pretrain"
+    with pytest.raises(SystemExit, match=re.escape(
+            f"no CILP checkpoint in {empty}; train one with `python -m homework.cilp pretrain --output_dir {empty}`")):
         cilp.project(data_dir=str(tiny), run_dir=str(tmp_path / "empty"))
     (tmp_path / "fusion_ckpt").mkdir()
     (tmp_path / "fusion_ckpt" / "config.json").write_text(json.dumps({"assignment": "fusion", "config": {}}))
@@ -153,6 +156,26 @@ def test_stages_end_to_end_and_checkpoint_checks(tiny, tmp_path, capsys):
         cilp.test(checkpoint=str(tmp_path / "fusion_ckpt"), data_dir=str(tiny))
     with pytest.raises(SystemExit, match="--split must be one of"):
         cilp.test(checkpoint=str(run / "finetune"), split="holdout")
+    (run / "finetune" / "model.safetensors").unlink()
+    with pytest.raises(SystemExit, match=re.escape("python -m homework.cilp finetune --output_dir")):
+        cilp.test(checkpoint=str(run / "finetune"))
+
+
+def test_deprecated_flags_still_work_with_a_note(tiny, tmp_path, capsys):
+    """--lr and --out_dir are the old names of --learning_rate and --output_dir: one note each."""
+    common = {"data_dir": str(tiny), "run_dir": str(tmp_path / "run"), "threads": 1}
+    cilp.pretrain(epochs=1, lidar_epochs=1, batch_size=8, width=4, embed_dim=8, lr=1e-3, **common)
+    cilp.project(epochs=1, batch_size=8, lr=1e-3, **common)
+    capsys.readouterr()
+    cilp.finetune(epochs=1, batch_size=8, lr=1e-3, out_dir=str(tmp_path / "old"), **common)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --lr is now --learning_rate; the old name goes in the next release",
+                     "note: --out_dir is now --output_dir; the old name goes in the next release"]
+    cilp.finetune(epochs=1, batch_size=8, learning_rate=1e-3, output_dir=str(tmp_path / "new"), **common)
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    record = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert record["training"]["lr"] == record["training"]["project_lr"] == record["training"]["finetune_lr"] == 1e-3
+    assert (tmp_path / "old" / "model.safetensors").read_bytes() == (tmp_path / "new" / "model.safetensors").read_bytes()
 
 
 def test_reference_checkpoint_loads():
@@ -162,7 +185,20 @@ def test_reference_checkpoint_loads():
 
     assert isinstance(load_cilp(), cilp.RGBClassifier)
     size = sum(p.stat().st_size for p in cilp.REFERENCE_DIR.iterdir())
-    assert size < cilp.MAX_CHECKPOINT_MB * 2**20
+    assert size < LIMITS["cilp"].max_mb * 2**20
+
+
+def test_test_without_arguments_scores_the_reference(run_cli):
+    """`python -m homework.cilp test` scores what load_cilp() loads (makes data/ with seed 0 if missing)."""
+    if not (cilp.REFERENCE_DIR / "config.json").exists():
+        pytest.skip("no reference checkpoint committed yet")
+    from homework import load_cilp
+
+    proc = run_cli("-m", "homework.cilp", "test", timeout=600)
+    assert proc.returncode == 0, proc.output
+    split = shapes_data.load_split(str(ROOT / shapes_data.DEFAULT_DATA_DIR), "valid")
+    _, metrics = cilp.classify_eval(load_cilp(), split.rgb, split.labels)
+    assert proc.stdout.strip().splitlines()[-1] == f"accuracy={metrics['accuracy']:.4f}"
 
 
 def test_starter_regions_still_import():
@@ -198,3 +234,7 @@ def test_cli_help():
     entry = subprocess.run([sys.executable, "-m", "homework.cilp", "test", "--help"], cwd=ROOT, capture_output=True,
                            text=True, env={**os.environ, "PAGER": "cat"}, timeout=120)
     assert entry.returncode == 0 and "--checkpoint" in entry.stdout + entry.stderr
+    for command in ("pretrain", "project", "finetune"):
+        section = text.split(f"== {command}")[0].rsplit("==", 1)[-1]  # this command's --help
+        for flag in ("--output_dir", "--learning_rate", "--seed", "--threads", "--overwrite"):
+            assert flag in section, (command, flag)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from homework import fusion, shapes_data
+from homework.checkpoint import LIMITS
 from worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,32 +95,56 @@ def test_bad_config_is_refused():
 def test_train_test_and_checkpoint_checks(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     fusion.train(fusion="concat", downsample="maxpool", epochs=2, batch_size=8, width=4, data_dir=str(tiny),
-                 out_dir=str(out), threads=1)
+                 output_dir=str(out), threads=1)
     record = json.loads((out / "config.json").read_text())
     assert record["assignment"] == "fusion" and record["config"]["fusion"] == "concat"
     assert record["training"]["epochs"] == 2 and record["config"]["rgb_mean"] == json.loads(
         (tiny / "stats.json").read_text())["rgb_mean"]
-    assert (out / "model.safetensors").stat().st_size < fusion.MAX_CHECKPOINT_MB * 2**20
+    assert (out / "model.safetensors").stat().st_size < LIMITS["fusion"].max_mb * 2**20
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["parameters"] > 0 and metrics["seconds_per_epoch"] > 0
+    assert metrics["threads"] == 1 and not any("memory" in key for key in metrics)  # measured by the ablation
     capsys.readouterr()
     fusion.test(checkpoint=str(out), data_dir=str(tiny), split="val")
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(r"accuracy=[01]\.\d{4}", last)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"accuracy=[01]\.\d{4}", printed[-1])
+    assert printed[0] == "note: --split val is now spelled --split valid; the old name goes in the next release"
+    fusion.test(checkpoint=str(out), data_dir=str(tiny), split="valid")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == printed[-1]
     with pytest.raises(SystemExit, match="fusion=concat checkpoint, not fusion=late"):
         fusion.test(checkpoint=str(out), fusion="late", data_dir=str(tiny))
     with pytest.raises(SystemExit, match="downsample=maxpool checkpoint, not downsample=stride"):
         fusion.load_model(out, downsample="stride")
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
-        fusion.train(fusion="concat", downsample="maxpool", epochs=1, data_dir=str(tiny), out_dir=str(out))
+        fusion.train(fusion="concat", downsample="maxpool", epochs=1, data_dir=str(tiny), output_dir=str(out))
     with pytest.raises(SystemExit, match="no shapes dataset in .*--generate_seed"):
         fusion.test(checkpoint=str(out), data_dir=str(tmp_path / "mistyped_heldout"))
-    with pytest.raises(SystemExit, match="no fusion checkpoint"):
-        fusion.test(checkpoint=str(tmp_path / "nothing"), data_dir=str(tiny))
+    nothing = tmp_path / "nothing"
+    with pytest.raises(SystemExit, match=re.escape(
+            f"no fusion checkpoint in {nothing}; train one with `python -m homework.fusion train --output_dir {nothing}`")):
+        fusion.test(checkpoint=str(nothing), data_dir=str(tiny))
     with pytest.raises(SystemExit, match="--fusion must be one of"):
         fusion.train(fusion="early", data_dir=str(tiny))
-    with pytest.raises(SystemExit, match="--epochs must be a positive"):
+    with pytest.raises(SystemExit, match="--epochs must be an integer >= 1"):
         fusion.train(epochs=0, data_dir=str(tiny))
+    with pytest.raises(SystemExit, match="--split must be one of train, valid, all"):
+        fusion.test(checkpoint=str(out), split="holdout")
+
+
+def test_deprecated_flags_still_work_with_a_note(tiny, tmp_path, capsys):
+    """--lr and --out_dir are the old names of --learning_rate and --output_dir: same run, one note each."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    common = {"fusion": "late", "epochs": 1, "batch_size": 8, "width": 4, "data_dir": str(tiny), "threads": 1}
+    fusion.train(lr=1e-3, out_dir=str(old), **common)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --lr is now --learning_rate; the old name goes in the next release",
+                     "note: --out_dir is now --output_dir; the old name goes in the next release"]
+    fusion.train(learning_rate=1e-3, output_dir=str(new), **common)
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert json.loads((old / "config.json").read_text())["training"]["lr"] == 1e-3
+    assert (old / "model.safetensors").read_bytes() == (new / "model.safetensors").read_bytes()  # same run
+    with pytest.raises(SystemExit, match="--lr is the old name of --learning_rate; pass only --learning_rate"):
+        fusion.train(lr=1e-3, learning_rate=2e-3, output_dir=str(tmp_path / "both"), **common)
 
 
 def test_a_folder_that_is_not_a_dataset_is_refused(tmp_path):
@@ -147,7 +172,19 @@ def test_reference_checkpoint_loads():
     model = load_fusion()
     assert isinstance(model, fusion.FusionClassifier)
     size = sum(p.stat().st_size for p in fusion.REFERENCE_DIR.iterdir())
-    assert size < fusion.MAX_CHECKPOINT_MB * 2**20
+    assert size < LIMITS["fusion"].max_mb * 2**20
+
+
+def test_test_without_arguments_scores_the_reference(run_cli):
+    """`python -m homework.fusion test` scores what load_fusion() loads (makes data/ with seed 0 if missing)."""
+    if not (fusion.REFERENCE_DIR / "config.json").exists():
+        pytest.skip("no reference checkpoint committed yet")
+    from homework import load_fusion
+
+    proc = run_cli("-m", "homework.fusion", "test", timeout=600)
+    assert proc.returncode == 0, proc.output
+    _, accuracy = fusion.evaluate(load_fusion(), shapes_data.load_split(str(ROOT / shapes_data.DEFAULT_DATA_DIR), "valid"))
+    assert proc.stdout.strip().splitlines()[-1] == f"accuracy={accuracy:.4f}"
 
 
 def test_starter_regions_still_import():
@@ -162,7 +199,7 @@ def test_starter_regions_still_import():
 HELP_SCRIPT = """
 import sys, fire
 from homework import fusion
-for command in ("train", "test", "ablation"):
+for command in ("train", "test"):
     try:
         fire.Fire({command: getattr(fusion, command)}, command=[command, "--help"], name=command)
     except SystemExit as exit:
@@ -177,9 +214,11 @@ def test_cli_help():
                             env={**os.environ, "PAGER": "cat"}, timeout=120)
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
-    for command in ("train", "test", "ablation"):
+    for command in ("train", "test"):
         assert f"== {command}" in text
-    assert text.count("--data_dir") >= 3 and "--heldout_seed" in text
+    assert text.count("--data_dir") >= 2
     entry = subprocess.run([sys.executable, "-m", "homework.fusion", "train", "--help"], cwd=ROOT,
                            capture_output=True, text=True, env={**os.environ, "PAGER": "cat"}, timeout=120)
     assert entry.returncode == 0 and "--downsample" in entry.stdout + entry.stderr
+    for flag in ("--output_dir", "--learning_rate", "--seed", "--threads", "--overwrite"):
+        assert flag in entry.stdout + entry.stderr, flag

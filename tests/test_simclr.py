@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from homework import simclr
+from homework import checkpoint, simclr
 from worlds import balls
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,13 +119,27 @@ def test_save_and_load_check_the_config(tmp_path):
     loaded = simclr.load_encoder(tmp_path)
     for a, b in zip(encoder.state_dict().values(), loaded.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="different encoder variant"):
+    assert json.loads((tmp_path / "config.json").read_text())["assignment"] == "simclr"
+    with pytest.raises(SystemExit, match="different encoder variant"):
         simclr.load_encoder(tmp_path, expect=simclr.EncoderConfig(encoder="vivit", image_size=16))
     (tmp_path / "config.json").write_text(json.dumps({"encoder": {**config.__dict__, "width": 8}}))
-    with pytest.raises(ValueError, match="disagrees"):
+    with pytest.raises(SystemExit, match="disagrees"):
         simclr.load_encoder(tmp_path)
-    with pytest.raises(FileNotFoundError, match="train one"):
+    with pytest.raises(SystemExit, match="train one"):
         simclr.load_encoder(tmp_path / "missing")
+    (tmp_path / "config.json").write_text(json.dumps({"assignment": "fusion"}))
+    with pytest.raises(SystemExit, match="not a SimCLR one"):
+        simclr.load_encoder(tmp_path)
+
+
+def test_an_oversized_checkpoint_is_one_line_naming_the_limit(tmp_path, monkeypatch):
+    config = simclr.EncoderConfig(width=4, image_size=16)
+    monkeypatch.setitem(checkpoint.LIMITS, "simclr", checkpoint.Kind("SimCLR", "a SimCLR", 0.001, "config.json",
+                                                                     "python -m homework.simclr train"))
+    with pytest.raises(SystemExit, match="over the 0.001 MB limit of a SimCLR checkpoint; use a smaller --width"):
+        simclr.save_encoder(simclr.create_encoder(config), {"encoder": config.__dict__}, tmp_path)
+    with pytest.raises(SystemExit, match="over the 0.001 MB limit"):
+        simclr.load_encoder(tmp_path)
 
 
 def _tiny_data(data_dir: Path) -> None:
@@ -135,7 +150,7 @@ def _tiny_data(data_dir: Path) -> None:
 def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
     _tiny_data(tmp_path / "data")
     flags = {**TINY, "epochs": 2, "data_dir": str(tmp_path / "data")}
-    simclr.train(**flags, out_dir=str(tmp_path / "straight"))
+    simclr.train(**flags, output_dir=str(tmp_path / "straight"))
 
     saves = []
     real_save = simclr.save_training_state
@@ -147,21 +162,23 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(simclr, "save_training_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        simclr.train(**flags, out_dir=str(tmp_path / "resumed"))
+        simclr.train(**flags, output_dir=str(tmp_path / "resumed"))
     monkeypatch.setattr(simclr, "save_training_state", real_save)
     assert saves == [1]  # stopped after epoch 1 of 2
     assert not (tmp_path / "resumed" / "encoder.safetensors").exists()
     with pytest.raises(SystemExit, match="--resume"):
-        simclr.train(**flags, out_dir=str(tmp_path / "resumed"))
-    simclr.train(**flags, out_dir=str(tmp_path / "resumed"), resume=True)
+        simclr.train(**flags, output_dir=str(tmp_path / "resumed"))
+    simclr.train(**flags, output_dir=str(tmp_path / "resumed"), resume=True)
     assert "after epoch 1" in capsys.readouterr().out
 
     straight = simclr.load_encoder(tmp_path / "straight").state_dict()
     resumed = simclr.load_encoder(tmp_path / "resumed").state_dict()
     for key in straight:
         torch.testing.assert_close(straight[key], resumed[key], msg=key)
-    with pytest.raises(SystemExit, match="other settings"):
-        simclr.train(**{**flags, "lr": 0.01}, out_dir=str(tmp_path / "resumed"), resume=True)
+    with pytest.raises(SystemExit, match="other settings .*'lr': \\(0.002, 0.01\\)"):
+        simclr.train(**{**flags, "learning_rate": 0.01}, output_dir=str(tmp_path / "resumed"), resume=True)
+    simclr.train(**{**flags, "epochs": 3}, output_dir=str(tmp_path / "resumed"), resume=True)  # longer: allowed
+    assert "after epoch 2" in capsys.readouterr().out
 
     # the probe prints the random baseline, the trained encoder and a last line accuracy=...
     simclr.probe(str(tmp_path / "straight"), num_train=8, num_test=6, data_dir=str(tmp_path / "data"))
@@ -175,7 +192,7 @@ def test_two_process_gloo_run(tmp_path):
     env = {**os.environ, "PAGER": "cat", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "homework.simclr", "train", "--epochs", "2", "--data_dir", str(tmp_path / "data"),
-               "--out_dir", str(tmp_path / "ddp"), *[f"--{k}={v}" for k, v in TINY.items() if k != "batch_size"],
+               "--output_dir", str(tmp_path / "ddp"), *[f"--{k}={v}" for k, v in TINY.items() if k != "batch_size"],
                "--batch_size", "2"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -191,24 +208,77 @@ def test_reference_checkpoint_loads_and_is_small():
     if not (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).exists():
         pytest.skip("no committed reference checkpoint yet")
     encoder = simclr.load_reference()
-    assert (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).stat().st_size < simclr.SIZE_LIMIT_MB * 2**20
+    assert (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).stat().st_size < checkpoint.LIMITS["simclr"].max_mb * 2**20
     video = balls.make_video(99, 0)["videos"][None]  # (1, T, S, S, 3)
     assert simclr.embed(encoder, video).shape == (1, encoder.feature_dim)
 
 
 def test_cli_help_and_a_bad_value_in_one_line(tmp_path):
     env = {**os.environ, "PAGER": "cat"}
-    commands = [["train", "--help"], ["probe", "--help"], ["train", "--temperature", "0", "--out_dir", str(tmp_path)]]
+    commands = [["train", "--help"], ["probe", "--help"],
+                ["train", "--temperature", "0", "--output_dir", str(tmp_path)],
+                ["train", "--lr", "0", "--out_dir", str(tmp_path)]]
     running = [subprocess.Popen([sys.executable, "-m", "homework.simclr", *c], cwd=REPO, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]  # in parallel
     results = [(*p.communicate(timeout=180), p.returncode) for p in running]
-    for (out, err, code), flag in zip(results[:2], ["--temperature", "--test_split"], strict=True):
+    for (out, err, code), flag in zip(results[:2], ["--temperature", "--split"], strict=True):
         assert code == 0, err
         assert flag in out + err and "--data_dir" in out + err
+    train_help, probe_help = results[0][0] + results[0][1], results[1][0] + results[1][1]
+    for flag in ("--output_dir", "--learning_rate", "--seed", "--threads", "--overwrite", "--resume"):
+        assert flag in train_help, flag
+    for flag in ("--checkpoint", "--split", "--threads"):
+        assert flag in probe_help, flag
     _, err, code = results[2]
     assert code != 0 and "error: --temperature" in err and "Traceback" not in err
+    out, err, code = results[3]  # the old names still work (with a note) and a bad value names the new one
+    assert "note: --lr is now --learning_rate" in out and "note: --out_dir is now --output_dir" in out
+    assert code != 0 and "error: --learning_rate" in err and "Traceback" not in err
 
 
 def test_probe_without_a_checkpoint_says_how_to_make_one(tmp_path):
-    with pytest.raises(SystemExit, match="no encoder.safetensors .* python -m homework.simclr train"):
-        simclr.probe(str(tmp_path / "nothing_here"), data_dir=str(tmp_path))
+    missing = tmp_path / "nothing_here"
+    with pytest.raises(SystemExit, match=re.escape(f"no SimCLR checkpoint in {missing}; train one with "
+                                                   f"`python -m homework.simclr train --output_dir {missing}`")):
+        simclr.probe(str(missing), data_dir=str(tmp_path))
+    missing.mkdir()
+    with pytest.raises(SystemExit, match=re.escape(f"no encoder.safetensors in {missing}, so it is not a SimCLR "
+                                                   f"checkpoint; train one with `python -m homework.simclr train "
+                                                   f"--output_dir {missing} --overwrite`")):
+        simclr.probe(str(missing), data_dir=str(tmp_path))
+
+
+def test_probe_defaults_to_the_reference_that_load_simclr_reads(tmp_path, capsys):
+    # `python -m homework.simclr probe` with no arguments takes about 2 minutes on a cold 2-core CPU
+    # (most of it generating 2,500 videos), so this calls probe() with its default checkpoint on tiny splits.
+    import inspect
+
+    import homework
+
+    if not (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).exists():
+        pytest.skip("no committed reference checkpoint yet")
+    defaults = inspect.signature(simclr.probe).parameters
+    assert Path(defaults["checkpoint"].default) == checkpoint.reference_dir("simclr") == simclr.REFERENCE_DIR
+    assert defaults["split"].default == "test" and defaults["threads"].default == 0
+    reference = homework.load_simclr().state_dict()
+    for key, value in simclr.load_encoder(defaults["checkpoint"].default).state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    _tiny_data(tmp_path / "data")
+    simclr.probe(num_train=8, num_test=6, data_dir=str(tmp_path / "data"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("accuracy=") and "(8 train / 6 test videos" in lines[-2]
+    # the old --test_split still works, with a note
+    simclr.probe(num_train=8, num_test=6, data_dir=str(tmp_path / "data"), test_split="test")
+    assert "note: --test_split is now --split" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--split must differ from --train_split"):
+        simclr.probe(split="train", data_dir=str(tmp_path / "data"))
+
+
+def test_the_learning_rate_is_the_reference_runs_to_the_bit():
+    from homework.lr_schedule import warmup_cosine
+
+    peak, warmup, total = 2e-3, 15, 310  # the reference run: 31 steps/epoch, 10 epochs
+    for step in range(total):  # warm-up, then cosine to zero: the schedule the reference was trained with
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        expected = peak * (step + 1) / warmup if step < warmup else peak * 0.5 * (1 + math.cos(math.pi * progress))
+        assert warmup_cosine(step, total, peak, warmup) == expected, step

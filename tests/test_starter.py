@@ -44,6 +44,8 @@ def test_solution_regions_are_stubbed_and_nothing_else_changes(starter):
                  "data/base_vlm/config.json", "tests/conftest.py"):
         assert (starter / same).read_bytes() == (ROOT / same).read_bytes(), same
     assert not (starter / "homework" / "checkpoints").exists()
+    for instructor in ("pretraining", "benchmarks", "tests/test_pretraining_base_vlm.py", "tests/test_benchmarks.py"):
+        assert not (starter / instructor).exists(), instructor
     assert not (starter / "data" / "train").exists() and not (starter / "runs").exists()
     assert not list(starter.rglob("__pycache__")) and not (starter / ".git").exists()
 
