@@ -53,6 +53,8 @@ ANSWERS_MAX_MB = 64  # the parent refuses a larger answers file without reading 
 # ----------------------------------------------------------------------------------------------
 
 SIZE_LIMIT_MB = 50  # a zip (or homework/ folder) larger than this is refused
+# Each assignment's checkpoint limit is homework.checkpoint.LIMITS: the submission's own code checks
+# it when it saves and loads, and the grader cannot be imported there.
 TOP_FOLDER = "homework"  # a zip holds this one folder and nothing beside it
 MAX_ENTRIES = 2000  # files and folders in a zip
 MAX_UNPACKED_MB = 150  # total size of a zip's files once unpacked

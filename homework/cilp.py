@@ -26,7 +26,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import fire
@@ -52,7 +52,7 @@ EVAL_BATCH = 32  # the contrastive validation loss is reported over batches of 3
 
 
 @dataclass
-class CILPConfig:
+class CILPConfig(shapes_data.InputStats):  # with the input normalisation, rgb_mean ... lidar_std
     width: int = 8  # channels of each embedder's first block; each next block doubles them
     blocks: int = 3  # embedder blocks, each halving the resolution (64 -> 8 with 3)
     downsample: str = "stride"  # embedder downsampling: stride | maxpool
@@ -61,11 +61,6 @@ class CILPConfig:
     lidar_embed_dim: int = 64  # size of the LiDAR classifier's embedding (the projector's target)
     projector_hidden: int = 128  # hidden units of the projector MLP
     num_classes: int = 2  # cube, sphere
-    # input normalisation, from the training set's stats.json
-    rgb_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    rgb_std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
-    lidar_mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.5])
-    lidar_std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.5])
 
     def __post_init__(self) -> None:
         if self.downsample not in DOWNSAMPLES:

@@ -23,7 +23,6 @@ that loads with `torch.load(..., weights_only=True)`), `training_config.json` (t
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections import defaultdict
@@ -47,7 +46,7 @@ from homework.checkpoint import (
 )
 from homework.cli_checks import check_int, check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
-from homework.training_curve import plot_training_curve
+from homework.training_log import TrainingLog
 from homework.vlm_inputs import PictureCache, caption_batch, frozen_features, pixel_values
 
 REFERENCE_DIR = reference_dir("clip")  # what homework.load_clip() reads
@@ -423,7 +422,7 @@ def caption_index(split: str, data_dir: str) -> dict[str, set[str]]:
 
     captions = CaptionDataset(split, data_dir=data_dir)
     truth = defaultdict(set)
-    for c in captions.captions:
+    for c in captions.records:
         truth[str(captions.data_dir / c["image_file"])].add(c["caption"])
     return dict(truth)
 
@@ -581,8 +580,8 @@ def train(
     print(f"training {settings['trainable_parameters']:,} parameters on {len(paths)} pictures x {len(vocabulary)} "
           f"captions for {max_steps} steps -> {out}")
 
-    history, losses, best = [], [], -1.0
-    start = time.time()
+    log = TrainingLog("per_template", "valid multiple-choice accuracy", chance=0.2,
+                      losses={"contrastive": "contrastive", "with uniformity": "loss"})
     bar = tqdm(range(max_steps), desc="clip", unit="step")
     for step in bar:
         # 1. learning rate first, so this step already uses it: a short warm-up (the heads start
@@ -604,30 +603,22 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         # END SOLUTION
-        # 4. log: the bar, and the history's mean of the last 20 losses
-        losses.append((loss.item(), contrastive.item()))
-        bar.set_postfix(loss=f"{np.mean([x[0] for x in losses[-20:]]):.3f}", best=f"{max(best, 0):.3f}")
-        if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
-            recent = np.mean(losses[-20:], axis=0)
-            history.append({"step": step + 1, "loss": float(recent[0]), "contrastive": float(recent[1]),
-                            "seconds": round(time.time() - start, 1), "logit_scale": round(model.scale().item(), 3)})
-        # 5. evaluate every EVAL_EVERY steps; 6. keep the best checkpoint by valid accuracy; 7. log
+        # 4. log: the bar, and every 20 steps the mean of the last 20 losses (and the logit scale) in the history
+        log.step(step, max_steps, loss=loss.item(), contrastive=contrastive.item(),
+                 extra={"logit_scale": round(model.scale().item(), 3)})
+        bar.set_postfix(loss=f"{log.mean():.3f}", best=f"{max(log.best, 0):.3f}")
+        # 5. evaluate every EVAL_EVERY steps; 6. keep the checkpoint if it is the best so far; 7. log
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
             images = prefix_features(model, valid_prefix)[valid_rows]
             result = score(images, valid_sets, dict(zip(valid_captions, text_features(model, valid_captions), strict=True)))
-            history.append({"step": step + 1, "seconds": round(time.time() - start, 1), "accuracy": result.accuracy,
-                            "per_template": result.per_template})
-            tqdm.write(f"step {step + 1} ({time.time() - start:.0f} s): valid accuracy {result.accuracy:.4f} "
+            if log.evaluation(step, result.accuracy, result.per_template):
+                save_model(model, out, {**settings, "best_step": step + 1, "best_valid_accuracy": log.best,
+                                        "train_seconds": log.seconds()})
+            log.write(out)
+            tqdm.write(f"step {step + 1} ({log.seconds():.0f} s): valid accuracy {result.accuracy:.4f} "
                        + " ".join(f"{t}={a:.2f}" for t, a in result.per_template.items()))
-            if result.accuracy > best:
-                best = result.accuracy
-                save_model(model, out, {**settings, "best_step": step + 1, "best_valid_accuracy": best,
-                                        "train_seconds": round(time.time() - start, 1)})
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            plot_training_curve(history, out / "training_curve.png", "per_template", "valid multiple-choice accuracy",
-                                losses={"contrastive": "contrastive", "with uniformity": "loss"}, chance=0.2)
-    print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({settings['setup_seconds']:.0f} s of setup, "
-          f"{time.time() - start:.0f} s of training)")
+    print(f"best valid accuracy {log.best:.4f}; checkpoint in {out} ({settings['setup_seconds']:.0f} s of setup, "
+          f"{log.seconds():.0f} s of training)")
 
 
 def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",

@@ -6,6 +6,7 @@ spot (world, then questions or captions) with a progress bar.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections import defaultdict
@@ -15,7 +16,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from generate_qa import ensure_world, question_family
+from generate_qa import FAMILIES, ensure_world, question_family
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -40,55 +41,54 @@ def _read_json(split: str, data_dir: str, name: str, make) -> list[dict]:
         raise SystemExit(f"error: {path} is not valid JSON ({e.msg}); delete it to have it made again") from None
 
 
-class VQADataset(Dataset):
+class SplitRecords(Dataset):
+    """The records of one JSON file of a split, made on the spot (world, then text) if missing."""
+
+    file_name = ""  # the split's JSON file
+    maker = ""  # the module whose generate(split=, data_dir=) writes it
+    default_split = "train"
+
+    def __init__(self, split: str | None = None, data_dir: str = "data", max_samples: int | None = None):
+        make = importlib.import_module(self.maker).generate  # imported late: the makers import this module's users
+        self.data_dir = Path(data_dir)
+        split = self.default_split if split is None else str(split)
+        self.records = _read_json(split, str(data_dir), self.file_name, make)[:max_samples]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_path(self, record: dict) -> str:
+        return str(self.data_dir / record["image_file"])
+
+
+class VQADataset(SplitRecords):
     """Question-answer pairs of a split: `{"image_path", "question", "answer"}` items."""
 
-    def __init__(self, split: str = "train", data_dir: str = "data", max_samples: int | None = None):
-        from generate_qa import generate
-
-        self.data_dir = Path(data_dir)
-        self.pairs = _read_json(split, str(data_dir), "balanced_qa_pairs.json", generate)[:max_samples]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
+    file_name, maker = "balanced_qa_pairs.json", "generate_qa"
 
     def __getitem__(self, i: int) -> dict:
-        p = self.pairs[i]
-        return {"image_path": str(self.data_dir / p["image_file"]), "question": p["question"], "answer": p["answer"]}
+        p = self.records[i]
+        return {"image_path": self.image_path(p), "question": p["question"], "answer": p["answer"]}
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(SplitRecords):
     """True captions of a split: `{"image_path", "caption"}` items."""
 
-    def __init__(self, split: str = "train", data_dir: str = "data", max_samples: int | None = None):
-        from homework.generate_captions import generate
-
-        self.data_dir = Path(data_dir)
-        self.captions = _read_json(split, str(data_dir), "all_captions.json", generate)[:max_samples]
-
-    def __len__(self) -> int:
-        return len(self.captions)
+    file_name, maker = "all_captions.json", "homework.generate_captions"
 
     def __getitem__(self, i: int) -> dict:
-        c = self.captions[i]
-        return {"image_path": str(self.data_dir / c["image_file"]), "caption": c["caption"]}
+        c = self.records[i]
+        return {"image_path": self.image_path(c), "caption": c["caption"]}
 
 
-class MultiChoiceQADataset(Dataset):
-    """Multiple-choice caption sets: `{"image_path", "candidates", "correct_index"}` items."""
+class MultiChoiceQADataset(SplitRecords):
+    """Multiple-choice caption sets: `{"image_path", "candidates", "correct_index", "template"}` items."""
 
-    def __init__(self, split: str = "valid", data_dir: str = "data", max_samples: int | None = None):
-        from homework.generate_captions import generate
-
-        self.data_dir = Path(data_dir)
-        self.sets = _read_json(split, str(data_dir), "all_mc_qas.json", generate)[:max_samples]
-
-    def __len__(self) -> int:
-        return len(self.sets)
+    file_name, maker, default_split = "all_mc_qas.json", "homework.generate_captions", "valid"
 
     def __getitem__(self, i: int) -> dict:
-        s = self.sets[i]
-        return {"image_path": str(self.data_dir / s["image_file"]), "candidates": s["candidates"],
+        s = self.records[i]
+        return {"image_path": self.image_path(s), "candidates": s["candidates"],
                 "correct_index": int(s["correct_index"]), "template": s.get("template", "other")}
 
 
@@ -124,7 +124,7 @@ def benchmark(model, dataset: VQADataset, max_samples: int | None = None, batch_
         fam = question_family(a["question"])
         totals[fam] += 1
         right[fam] += a["correct"]
-    order = ["ego", "count", "track", "relative", "relative_count", "other"]
+    order = [*FAMILIES, "other"]  # question_family's answer for a question of no template
     per_family = {f: right[f] / totals[f] for f in order if totals[f]}
     accuracy = sum(right.values()) / max(len(answers), 1)
     return BenchmarkResult(accuracy, per_family, {f: totals[f] for f in per_family}, answers)

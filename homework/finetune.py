@@ -13,7 +13,6 @@ the fingerprint of the base it was trained on) and `training_curve.png`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from homework.base_vlm import BaseVLM
 from homework.checkpoint import check_base, open_checkpoint, reference_dir, save_adapter, write_record
 from homework.cli_checks import check_int, check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
-from homework.training_curve import plot_training_curve
+from homework.training_log import TrainingLog
 from homework.vlm_inputs import PictureCache, frozen_features, text_batch
 
 REFERENCE_DIR = reference_dir("vlm")  # what homework.load_vlm() reads
@@ -155,8 +154,7 @@ def train(
                 "trainable_parameters": sum(p.numel() for p in params)}
     print(f"fine-tuning {settings['trainable_parameters']:,} parameters for {max_steps} steps -> {out}")
 
-    history, losses, best = [], [], -1.0
-    start = time.time()
+    log = TrainingLog("per_family", "valid accuracy", yscale="log")
     bar = tqdm(range(max_steps), desc="finetune", unit="step")
     for step in bar:
         # 1. learning rate first, so this step already uses it: a short warm-up (the new LoRA and
@@ -178,28 +176,22 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         # END SOLUTION
-        # 4. log: the bar, and the history's mean of the last 20 losses
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{max(best, 0):.3f}")
-        if step == 0 or (step + 1) % 20 == 0 or step + 1 == max_steps:
-            history.append({"step": step + 1, "loss": float(np.mean(losses[-20:])), "seconds": time.time() - start})
-        # 5. evaluate every EVAL_EVERY steps; 6. keep the best checkpoint by valid accuracy; 7. log
+        # 4. log: the bar, and every 20 steps the mean of the last 20 losses in the history
+        log.step(step, max_steps, loss=loss.item())
+        bar.set_postfix(loss=f"{log.mean():.3f}", best=f"{max(log.best, 0):.3f}")
+        # 5. evaluate every EVAL_EVERY steps; 6. keep the checkpoint if it is the best so far; 7. log
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
             model.eval()
             result = benchmark(vlm, valid_set, batch_size=100, progress=False)
-            history.append({"step": step + 1, "seconds": round(time.time() - start, 1), "accuracy": result.accuracy,
-                            "per_family": result.per_family})
-            tqdm.write(f"step {step + 1}: valid accuracy {result.accuracy:.4f} "
-                       + " ".join(f"{f}={a:.2f}" for f, a in result.per_family.items()))
-            if result.accuracy > best:
-                best = result.accuracy
+            if log.evaluation(step, result.accuracy, result.per_family):
                 save_adapter(model, out)
                 tok.save_pretrained(out)
-                write_record(out, "vlm", {**settings, "best_step": step + 1, "best_valid_accuracy": best,
-                                          "seconds": round(time.time() - start, 1)})
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            plot_training_curve(history, out / "training_curve.png", "per_family", "valid accuracy", yscale="log")
-    print(f"best valid accuracy {best:.4f}; checkpoint in {out} ({time.time() - start:.0f} s)")
+                write_record(out, "vlm", {**settings, "best_step": step + 1, "best_valid_accuracy": log.best,
+                                          "seconds": log.seconds()})
+            log.write(out)
+            tqdm.write(f"step {step + 1}: valid accuracy {result.accuracy:.4f} "
+                       + " ".join(f"{f}={a:.2f}" for f, a in result.per_family.items()))
+    print(f"best valid accuracy {log.best:.4f}; checkpoint in {out} ({log.seconds():.0f} s)")
 
 
 def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import fire
@@ -59,7 +59,7 @@ WEIGHTS = "model.safetensors"
 
 
 @dataclass
-class FusionConfig:
+class FusionConfig(shapes_data.InputStats):  # with the input normalisation, rgb_mean ... lidar_std
     fusion: str = "late"  # where the modalities meet: late | concat | weighted | attention
     downsample: str = "stride"  # how the embedder halves resolution: stride (conv) | maxpool
     width: int = 8  # channels of the embedder's first block; each next block doubles them
@@ -68,11 +68,6 @@ class FusionConfig:
     heads: int = 4  # attention heads (attention fusion only)
     hidden: int = 64  # hidden units of the classifier head
     num_classes: int = 2  # cube, sphere
-    # input normalisation, from the training set's stats.json (the model owns it: inputs stay raw)
-    rgb_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    rgb_std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
-    lidar_mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.5])
-    lidar_std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.5])
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:

@@ -11,7 +11,7 @@ and a label 0 (cube) or 1 (sphere). The whole dataset fits in memory (2,000 samp
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,17 @@ DEFAULT_DATA_DIR = shapes.DEFAULT_DIR
 SPLITS = ("train", "valid", "all")  # the kit's split names; "all" = train + valid (a held-out dataset)
 SPLIT_ALIASES = {"val": "valid"}  # the old spelling, still accepted with a note
 SPLIT_KEYS = {"train": "train", "valid": "val"}  # each split's key in splits.json (worlds/shapes.py writes them)
+
+
+@dataclass
+class InputStats:
+    """Per-channel input normalisation, from the training set's stats.json (`channel_stats`); a
+    model's config holds it, so the model normalises its own inputs and they stay raw."""
+
+    rgb_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    rgb_std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    lidar_mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.5])  # x, y, z (m), valid
+    lidar_std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.5])
 
 
 @dataclass

@@ -307,6 +307,8 @@ def test_load_clip_returns_the_committed_reference():
 def test_the_test_command_with_no_arguments_scores_the_committed_reference(run_cli):
     """`python -m homework.clip test` reads what load_clip() reads: the reference (about 94% on
     valid's multiple-choice sets; chance is 20%). Makes data/valid if missing."""
+    if not (clip.REFERENCE_DIR / "adapter_model.safetensors").exists():
+        pytest.skip("no reference checkpoint committed yet")  # the student starter ships none
     r = run_cli("-m", "homework.clip", "test", timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     last = r.stdout.strip().splitlines()[-1]
