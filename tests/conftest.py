@@ -34,6 +34,14 @@ def _run_cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.C
     return proc
 
 
+def last_accuracy(proc: subprocess.CompletedProcess) -> float:
+    """The accuracy a `test` or `probe` command printed as its last line, `accuracy=...`, once it ran cleanly."""
+    assert proc.returncode == 0, proc.output[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"accuracy=[01]\.\d{4}", last), proc.stdout[-1000:]
+    return float(last.split("=")[1])
+
+
 @pytest.fixture
 def run_cli():
     """`run_cli("-m", "worlds", "kart", "--help").output`: run python from the repo root, output captured
