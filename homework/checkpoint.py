@@ -14,6 +14,7 @@ a whole submission is `grader.rubric.SIZE_LIMIT_MB`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,18 +27,24 @@ CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"  # homework/ch
 @dataclass(frozen=True)
 class Kind:
     name: str  # "fine-tuned VLM": how messages name it
-    what: str  # "a fine-tuned VLM"
     max_mb: float  # the weights files and the record together
     record: str  # the JSON record's file name
     command: str  # the command that writes such a folder (it takes --output_dir)
+    shrink: str  # how to make one smaller
+
+    @property
+    def what(self) -> str:
+        return f"a {self.name}"
 
 
 LIMITS = {
-    "vlm": Kind("fine-tuned VLM", "a fine-tuned VLM", 10, "training_config.json", "python -m homework.finetune train"),
-    "clip": Kind("CLIP", "a CLIP", 10, "training_config.json", "python -m homework.clip train"),
-    "fusion": Kind("fusion", "a fusion", 5, "config.json", "python -m homework.fusion train"),
-    "cilp": Kind("CILP", "a CILP", 5, "config.json", "python -m homework.cilp finetune"),
-    "simclr": Kind("SimCLR", "a SimCLR", 10, "config.json", "python -m homework.simclr train"),
+    "vlm": Kind("fine-tuned VLM", 10, "training_config.json", "python -m homework.finetune train", "lower --lora_rank"),
+    "clip": Kind("CLIP", 10, "training_config.json", "python -m homework.clip train",
+                 "lower --lora_rank or --embed_dim"),
+    "fusion": Kind("fusion", 5, "config.json", "python -m homework.fusion train", "try a smaller --width"),
+    "cilp": Kind("CILP", 5, "config.json", "python -m homework.cilp finetune", "try a smaller --width"),
+    "simclr": Kind("SimCLR", 10, "config.json", "python -m homework.simclr train",
+                   "use a smaller --width (16 saves about 3 MB)"),
 }
 
 
@@ -46,20 +53,27 @@ def reference_dir(assignment: str) -> Path:
     return CHECKPOINTS_DIR / assignment
 
 
-def make_command(assignment: str, path: str | Path) -> str:
-    """The command that writes a checkpoint of ASSIGNMENT at PATH."""
-    return f"{LIMITS[assignment].command} --output_dir {path}"
+def make_command(assignment: str, path: str | Path, command: str | None = None) -> str:
+    """The command that writes a checkpoint of ASSIGNMENT at PATH (COMMAND: another than the usual one)."""
+    return f"{command or LIMITS[assignment].command} --output_dir {path}"
 
 
-def check_size(path: str | Path, assignment: str, files: tuple[str, ...], hint: str = "") -> float:
+def check_size(path: str | Path, assignment: str, files: tuple[str, ...]) -> float:
     """The size in MB of FILES of the folder PATH and its record, if it fits ASSIGNMENT's limit;
-    else one line (with HINT: how to make it smaller). Resume states and logs beside them do not count."""
+    else one line that says how to make it smaller. Resume states and logs beside them do not count."""
     kind = LIMITS[assignment]
     size = sum((Path(path) / f).stat().st_size for f in {*files, kind.record} if (Path(path) / f).is_file()) / 2**20
     if size > kind.max_mb:
-        fail(f"{path} weighs {size:.1f} MB, over the {kind.max_mb:g} MB limit of {kind.what} checkpoint"
-             + (f"; {hint}" if hint else ""))
+        fail(f"{path} weighs {size:.1f} MB, over the {kind.max_mb:g} MB limit of {kind.what} checkpoint; {kind.shrink}")
     return size
+
+
+def check_files(path: str | Path, assignment: str, files: tuple[str, ...], command: str | None = None) -> None:
+    """One line naming the first of FILES missing from the folder PATH, and the command that writes them."""
+    for name in files:
+        if not (Path(path) / name).is_file():
+            fail(f"no {name} in {path}, so it is not {LIMITS[assignment].what} checkpoint; train one with "
+                 f"`{make_command(assignment, path, command)} --overwrite`")
 
 
 def write_record(out: str | Path, assignment: str, record: dict) -> Path:
@@ -71,29 +85,63 @@ def write_record(out: str | Path, assignment: str, record: dict) -> Path:
     return path
 
 
-def open_checkpoint(path: str | Path, assignment: str, required: tuple[str, ...] = (), size_hint: str = "") -> dict:
+def open_checkpoint(path: str | Path, assignment: str, required: tuple[str, ...] = (),
+                    command: str | None = None) -> dict:
     """The record of the checkpoint folder at PATH, after checking that it and its REQUIRED files
-    (the weights) are there, that the record is JSON of ASSIGNMENT, and that they fit the size limit
-    (SIZE_HINT: how to make a checkpoint smaller).
+    (the weights) are there, that the record is JSON of ASSIGNMENT, and that they fit the size limit.
+    Messages name COMMAND (default: the assignment's) as the one that writes such a folder.
     A record without an "assignment" key (made before the key existed) counts as ASSIGNMENT's."""
     path, kind = Path(path), LIMITS[assignment]
     if not path.is_dir():
-        fail(f"no {kind.name} checkpoint in {path}; train one with `{make_command(assignment, path)}`")
-    for name in (*required, kind.record):
-        if not (path / name).is_file():
-            fail(f"no {name} in {path}, so it is not {kind.what} checkpoint; train one with "
-                 f"`{make_command(assignment, path)} --overwrite`")
+        fail(f"no {kind.name} checkpoint in {path}; train one with `{make_command(assignment, path, command)}`")
+    found = recorded_assignment(path)  # first: another assignment's folder is not to be trained over
+    if found not in (None, assignment):
+        fail(f"{path} holds a {found!r} checkpoint, not {kind.what} one; pass a checkpoint made by `{kind.command}`")
+    check_files(path, assignment, (*required, kind.record), command)
     try:
         record = json.loads((path / kind.record).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         fail(f"{path}/{kind.record} is not valid JSON ({e}); train the checkpoint again")
     if not isinstance(record, dict):
         fail(f"{path}/{kind.record} holds no settings; train the checkpoint again")
-    found = record.get("assignment", assignment)
-    if found != assignment:
-        fail(f"{path} holds a {found!r} checkpoint, not {kind.what} one; pass a checkpoint made by `{kind.command}`")
-    check_size(path, assignment, required, size_hint)
+    check_size(path, assignment, required)
     return record
+
+
+def recorded_assignment(path: Path) -> str | None:
+    """The assignment named by any kit record in the folder PATH (None if none names one)."""
+    for name in sorted({k.record for k in LIMITS.values()}):
+        try:
+            found = json.loads((path / name).read_text()).get("assignment")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # absent, or not a record: checked later
+            continue
+        if found:
+            return str(found)
+    return None
+
+
+def config_from_record(config_class, values: dict, path: str | Path):
+    """CONFIG_CLASS (a dataclass) built from a record's resolved config VALUES; one line naming the
+    record at PATH if it holds fields this code does not know or values the class refuses."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"{path} has unknown config fields {sorted(unknown)}; it was made by another version of the kit")
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as e:
+        fail(f"{path}: {e}")
+
+
+def load_weights(module, path: str | Path, state: dict | None = None, ignore_missing: str = ""):
+    """MODULE with the tensors of the safetensors file PATH (or STATE, read from PATH); one line if they
+    do not fit its config. Missing keys under IGNORE_MISSING (weights held elsewhere) are allowed."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = module.load_state_dict(load_file(path) if state is None else state, strict=False)
+    missing = [k for k in missing if not (ignore_missing and k.startswith(ignore_missing))]
+    if missing or unexpected:
+        fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return module
 
 
 def check_base(path: str | Path, record: dict, fingerprint: str, verb: str = "trained") -> None:

@@ -33,12 +33,20 @@ import fire
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from homework import shapes_data
-from homework.checkpoint import check_size, open_checkpoint, reference_dir, write_record
+from homework.checkpoint import (
+    check_files,
+    check_size,
+    config_from_record,
+    load_weights,
+    open_checkpoint,
+    reference_dir,
+    write_record,
+)
 from homework.cli_checks import check_int, check_ints, check_number, check_split, fail, renamed, set_threads
 from homework.fusion import DOWNSAMPLES, Embedder, Normalize, random_flip
 from homework.lr_schedule import warmup_cosine
@@ -213,7 +221,7 @@ def predict(model: RGBClassifier, rgb: np.ndarray, ranges: np.ndarray | None = N
 
 def save_stage(out_dir: str | Path, stage: str, config: CILPConfig, weights: dict[str, nn.Module],
                training: dict, metrics: dict) -> Path:
-    """Write NAME.safetensors per module + config.json, then check that it is small and loads."""
+    """Write NAME.safetensors per module + config.json, then check that it loads (and fits the size limit)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, module in weights.items():
@@ -221,46 +229,27 @@ def save_stage(out_dir: str | Path, stage: str, config: CILPConfig, weights: dic
         save_file(state, out / f"{name}.safetensors")
     write_record(out, "cilp", {"stage": stage, "config": dataclasses.asdict(config), "files": sorted(weights),
                                "training": training, "metrics": metrics})
-    check_size(out, "cilp", tuple(f"{name}.safetensors" for name in weights), hint="try a smaller --width")
     read_stage(out, stage)
     return out
 
 
-def stage_command(stage: str, path: str | Path) -> str:
-    """The command that writes a CILP STAGE folder at PATH (checkpoint.LIMITS names only finetune's)."""
-    return f"python -m homework.cilp {stage} --output_dir {path}"
+def stage_command(stage: str) -> str:
+    """The command that writes a CILP STAGE folder (each stage has its own)."""
+    return f"python -m homework.cilp {stage}"
 
 
 def read_stage(path: str | Path, *stages: str) -> tuple[dict, CILPConfig]:
     """The config.json of a stage folder, checked to be a CILP checkpoint of one of `stages`, with
     that stage's weights, within the size limit."""
     path = Path(path)
-    if not (path / "config.json").is_file():  # named here: the command that writes it depends on the stage
-        fail(f"no CILP checkpoint in {path}; train one with `{stage_command(stages[0], path)}`")
-    record = open_checkpoint(path, "cilp")  # readable JSON of a CILP checkpoint
+    record = open_checkpoint(path, "cilp", command=stage_command(stages[0]))  # readable JSON of a CILP checkpoint
     stage = record.get("stage")
     if stage not in stages:
         fail(f"{path} is a CILP {stage!r} checkpoint; this needs {' or '.join(stages)} "
-             f"(run `{stage_command(stages[0], path)}`)")
-    for name in STAGE_WEIGHTS[stage]:
-        if not (path / name).is_file():
-            fail(f"no {name} in {path}, so it is not a CILP {stage} checkpoint; train one with "
-                 f"`{stage_command(stage, path)} --overwrite`")
+             f"(run `{stage_command(stages[0])} --output_dir {path}`)")
+    check_files(path, "cilp", STAGE_WEIGHTS[stage], command=stage_command(stage))
     check_size(path, "cilp", STAGE_WEIGHTS[stage])
-    known = {f.name for f in dataclasses.fields(CILPConfig)}
-    unknown = set(record.get("config", {})) - known
-    if unknown:
-        fail(f"{path}/config.json has unknown fields {sorted(unknown)}")
-    return record, CILPConfig(**record.get("config", {}))
-
-
-def load_weights(module: nn.Module, path: Path) -> nn.Module:
-    if not path.exists():
-        fail(f"missing {path}")
-    missing, unexpected = module.load_state_dict(load_file(path), strict=False)
-    if missing or unexpected:
-        fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return module
+    return record, config_from_record(CILPConfig, record.get("config", {}), path / "config.json")
 
 
 def load_model(checkpoint: str | Path) -> RGBClassifier:
@@ -406,7 +395,7 @@ def pretrain(epochs: int = 6, lidar_epochs: int = 5, batch_size: int = 64, learn
         threads: torch CPU threads; 0 = torch's default (every core).
         lr: old name of --learning_rate (still works, with a note).
     """
-    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 3e-3)
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, pretrain)
     check_ints(epochs=(epochs, 1), lidar_epochs=(lidar_epochs, 1), batch_size=(batch_size, 1), width=(width, 1),
                embed_dim=(embed_dim, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
@@ -480,7 +469,7 @@ def project(epochs: int = 60, batch_size: int = 64, learning_rate: float = 2e-3,
         threads: torch CPU threads; 0 = torch's default (every core).
         lr: old name of --learning_rate (still works, with a note).
     """
-    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 2e-3)
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, project)
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     source = Path(run_dir) / "pretrain"
@@ -551,8 +540,8 @@ def finetune(epochs: int = 20, batch_size: int = 64, learning_rate: float = 3e-3
         lr: old name of --learning_rate (still works, with a note).
         out_dir: old name of --output_dir (still works, with a note).
     """
-    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 3e-3)
-    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, "")
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, finetune)
+    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, finetune)
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     check_int("shift", shift, 0, 16)

@@ -14,8 +14,9 @@ traceback, and the grader reports it as the submission's own words. Checkpoint c
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 
@@ -78,11 +79,13 @@ def check_split(name: str, value, splits: Iterable[str], aliases: dict[str, str]
     return check_choice(name, value, splits)
 
 
-def renamed(old: str, new: str, old_value, new_value, default):
-    """The value of a flag renamed from --OLD to --NEW: the old spelling still works for one
-    release, with a one-line note; giving both is an error."""
+def renamed(old: str, new: str, old_value, new_value, command: Callable):
+    """The value of COMMAND's flag renamed from --OLD to --NEW: the old spelling still works for one
+    release, with a one-line note; giving both is an error (--NEW away from its default in COMMAND's
+    signature, the one place that default is written)."""
     if old_value is None:
         return new_value
+    default = inspect.signature(command).parameters[new].default
     if new_value != default and new_value != old_value:
         fail(f"--{old} is the old name of --{new}; pass only --{new}")
     print(f"note: --{old} is now --{new}; the old name goes in the next release")

@@ -39,6 +39,8 @@ from homework.base_vlm import BaseVLM
 from homework.checkpoint import (
     check_base,
     check_size,
+    config_from_record,
+    load_weights,
     open_checkpoint,
     reference_dir,
     save_adapter,
@@ -292,7 +294,7 @@ def save_model(model: KartCLIP, out: Path, record: dict) -> None:
     save_adapter(model.vlm, out)
     torch.save(model.additional_state_dict(), out / ADDITIONAL_WEIGHTS)
     write_record(out, "clip", {"config": dataclasses.asdict(model.config), **record})
-    check_size(out, "clip", WEIGHTS, hint="lower --lora_rank or --embed_dim")
+    check_size(out, "clip", WEIGHTS)
 
 
 def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
@@ -301,23 +303,13 @@ def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
     from peft import PeftModel
 
     path = Path(checkpoint)
-    record = open_checkpoint(path, "clip", WEIGHTS, size_hint="lower --lora_rank or --embed_dim")
-    known = {f.name for f in dataclasses.fields(ClipConfig)}
-    unknown = set(record.get("config", {})) - known
-    if unknown:
-        fail(f"{path}/training_config.json has unknown config fields {sorted(unknown)}")
-    try:
-        config = ClipConfig(**record.get("config", {}))
-    except ValueError as e:
-        fail(f"{path}/training_config.json: {e}")
+    record = open_checkpoint(path, "clip", WEIGHTS)
+    config = config_from_record(ClipConfig, record.get("config", {}), path / "training_config.json")
     vlm = BaseVLM(record.get("base", "tiny"), device=device)
     check_base(path, record, vlm.fingerprint)
     model = KartCLIP(PeftModel.from_pretrained(vlm.model, path), vlm.tokenizer, config)
     state = torch.load(path / ADDITIONAL_WEIGHTS, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("vlm.")]
-    if missing or unexpected:
-        fail(f"{path}/{ADDITIONAL_WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, path / ADDITIONAL_WEIGHTS, state, ignore_missing="vlm.")  # the adapter holds vlm.*
     return model.to(vlm.device).eval()
 
 
@@ -423,7 +415,7 @@ def caption_index(split: str, data_dir: str) -> dict[str, set[str]]:
     captions = CaptionDataset(split, data_dir=data_dir)
     truth = defaultdict(set)
     for c in captions.records:
-        truth[str(captions.data_dir / c["image_file"])].add(c["caption"])
+        truth[captions.image_path(c)].add(c["caption"])
     return dict(truth)
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from generate_qa import FAMILIES, ensure_world, question_family
+from homework.cli_checks import fail
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -30,17 +31,6 @@ def normalize_answer(text: str) -> str:
     return " ".join(NUMBER_WORDS.get(w, w) for w in words)
 
 
-def _read_json(split: str, data_dir: str, name: str, make) -> list[dict]:
-    path = Path(data_dir) / split / name
-    if not path.is_file():
-        ensure_world(split, data_dir)
-        make(split=split, data_dir=data_dir)
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: {path} is not valid JSON ({e.msg}); delete it to have it made again") from None
-
-
 class SplitRecords(Dataset):
     """The records of one JSON file of a split, made on the spot (world, then text) if missing."""
 
@@ -49,10 +39,17 @@ class SplitRecords(Dataset):
     default_split = "train"
 
     def __init__(self, split: str | None = None, data_dir: str = "data", max_samples: int | None = None):
-        make = importlib.import_module(self.maker).generate  # imported late: the makers import this module's users
         self.data_dir = Path(data_dir)
         split = self.default_split if split is None else str(split)
-        self.records = _read_json(split, str(data_dir), self.file_name, make)[:max_samples]
+        path = self.data_dir / split / self.file_name
+        if not path.is_file():
+            ensure_world(split, str(data_dir))
+            # imported late: the makers import this module's users
+            importlib.import_module(self.maker).generate(split=split, data_dir=str(data_dir))
+        try:
+            self.records = json.loads(path.read_text())[:max_samples]
+        except json.JSONDecodeError as e:
+            fail(f"{path} is not valid JSON ({e.msg}); delete it to have it made again")
 
     def __len__(self) -> int:
         return len(self.records)

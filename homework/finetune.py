@@ -58,8 +58,7 @@ def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM
     from peft import PeftModel
 
     path = Path(checkpoint)
-    record = open_checkpoint(path, "vlm", ("adapter_config.json", "adapter_model.safetensors"),
-                             size_hint="lower --lora_rank")
+    record = open_checkpoint(path, "vlm", ("adapter_config.json", "adapter_model.safetensors"))
     vlm = BaseVLM(record.get("base", "tiny"), device=device)
     check_base(path, record, vlm.fingerprint, verb="fine-tuned")
     vlm.model = PeftModel.from_pretrained(vlm.model, path).merge_and_unload().to(vlm.device).eval()

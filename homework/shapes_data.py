@@ -87,7 +87,7 @@ def split_ids(data_dir: str | Path, split: str, subset: bool = False) -> list[st
     splits = json.loads((Path(data_dir) / "splits.json").read_text())
     source = splits["subset"] if subset else splits
     if split == "all":
-        return sorted(source["train"] + source["val"])
+        return sorted(source[SPLIT_KEYS["train"]] + source[SPLIT_KEYS["valid"]])
     return list(source[SPLIT_KEYS[split]])
 
 

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import fire
@@ -37,7 +37,14 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from homework.checkpoint import LIMITS, check_size, open_checkpoint, reference_dir, write_record
+from homework.checkpoint import (
+    LIMITS,
+    config_from_record,
+    load_weights,
+    open_checkpoint,
+    reference_dir,
+    write_record,
+)
 from homework.cli_checks import check_choice, check_ints, check_number, fail, renamed, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.run_state import SettingsMismatch, load_state, save_state
@@ -82,14 +89,6 @@ class EncoderConfig:
                 )
             if self.vivit_dim % self.vivit_heads:
                 raise ValueError(f"vivit_dim ({self.vivit_dim}) must be divisible by vivit_heads ({self.vivit_heads})")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown encoder config keys {sorted(unknown)}; this code knows {sorted(known)}")
-        return cls(**values)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +341,7 @@ def embed(encoder: nn.Module, videos: np.ndarray | torch.Tensor, batch_size: int
 
 
 def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> Path:
-    """Write encoder.safetensors + config.json, then check that they fit the size limit and load."""
+    """Write encoder.safetensors + config.json, then check that they load (and fit the size limit)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -352,7 +351,6 @@ def save_encoder(encoder: nn.Module, run_config: dict, out_dir: str | Path) -> P
     save_file(state, path, metadata={"encoder_config": json.dumps(asdict(encoder.config))})
     path.chmod(0o644)  # safetensors writes owner-only files; a checkpoint is meant to be shared
     write_record(out_dir, "simclr", run_config)
-    check_size(out_dir, "simclr", (ENCODER_FILE,), hint="use a smaller --width (16 saves about 3 MB)")
     load_encoder(out_dir)  # fails loudly now rather than at grading time
     return path
 
@@ -364,7 +362,6 @@ def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Mo
     expect: if given, the checkpoint must be this encoder variant, or a clear error says how not.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     weights = path if path.is_file() else path / ENCODER_FILE
@@ -373,8 +370,8 @@ def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Mo
         saved = (f.metadata() or {}).get("encoder_config")
     if saved is None:
         fail(f"{weights} has no encoder_config in its metadata; save it with save_encoder()")
+    config = config_from_record(EncoderConfig, json.loads(saved), weights)
     try:
-        config = EncoderConfig.from_dict(json.loads(saved))
         config.validate()
     except ValueError as e:
         fail(f"{weights}: {e}")
@@ -384,12 +381,7 @@ def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Mo
     if expect is not None and asdict(expect) != asdict(config):
         diff = {k: (v, getattr(config, k)) for k, v in asdict(expect).items() if getattr(config, k) != v}
         fail(f"{weights} is a different encoder variant; expected vs saved: {diff}")
-    encoder = create_encoder(config)
-    state = load_file(str(weights))
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        fail(f"{weights} does not fit {config.encoder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return encoder.eval()
+    return load_weights(create_encoder(config), weights).eval()
 
 
 def load_reference() -> nn.Module:
@@ -485,8 +477,8 @@ def train(
         out_dir: the old name of --output_dir (still works, with a note).
         lr: the old name of --learning_rate (still works, with a note).
     """
-    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, "runs/simclr")
-    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, 2e-3)
+    output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, train)
+    learning_rate = renamed("lr", "learning_rate", lr, learning_rate, train)
     check_choice("encoder", encoder, ENCODERS)
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 2), num_videos=(num_videos, 2), clip_frames=(clip_frames, 1),
                image_size=(image_size, 16), width=(width, 1), projection_dim=(projection_dim, 1), seed=(seed, 0),
@@ -534,17 +526,16 @@ def train(
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = SimCLR(model_config, projection_dim).to(device)
     encoder_mb = sum(t.numel() * t.element_size() for t in model.encoder.state_dict().values()) / 2**20
-    max_mb = LIMITS["simclr"].max_mb
-    if encoder_mb > max_mb:  # say so now, not after training
-        fail(f"this encoder would save {encoder_mb:.0f} MB, over the {max_mb:g} MB limit; "
-             f"use a smaller --width (16 saves about 3 MB)")
+    kind = LIMITS["simclr"]
+    if encoder_mb > kind.max_mb:  # say so now, not after training
+        fail(f"this encoder would save {encoder_mb:.0f} MB, over the {kind.max_mb:g} MB limit; {kind.shrink}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate * world_size, weight_decay=weight_decay)
     start_epoch = 0
     if resume:
         try:
             state = load_state(state_path, resume_settings(run_config))
         except SettingsMismatch as e:
-            fail(f"{state_path} was saved with other settings (saved, now): {e.differences}; use the same flags")
+            fail(f"{e}; use the same flags")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
@@ -670,7 +661,7 @@ def probe(
         data_dir: where worlds.balls splits live.
         test_split: the old name of --split (still works, with a note).
     """
-    split = renamed("test_split", "split", test_split, split, "test")
+    split = renamed("test_split", "split", test_split, split, probe)
     check_ints(num_train=(num_train, 3), num_test=(num_test, 1), seed=(seed, 0), threads=(threads, 0))
     if train_split == split:
         fail(f"--split must differ from --train_split ({train_split!r})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ class TrainingLog:
                  chance: float | None = None):
         self.breakdown, self.ylabel, self.losses, self.yscale, self.chance = breakdown, ylabel, losses, yscale, chance
         self.history: list[dict] = []
-        self.recent: list[dict[str, float]] = []  # every step's losses
+        self.recent: deque[dict[str, float]] = deque(maxlen=LOG_EVERY)  # the last LOG_EVERY steps' losses
         self.best = -1.0
         self.start = time.time()
 
@@ -39,7 +40,7 @@ class TrainingLog:
         return round(time.time() - self.start, 1)
 
     def mean(self, key: str = "loss") -> float:
-        return float(np.mean([r[key] for r in self.recent[-LOG_EVERY:]]))
+        return float(np.mean([r[key] for r in self.recent]))
 
     def step(self, step: int, max_steps: int, extra: dict | None = None, **losses: float) -> None:
         """Record STEP's (0-based) LOSSES; on a logged step, add their means (and EXTRA) to the history."""

@@ -33,7 +33,6 @@ def load_image(image) -> Image.Image:
         raise ValueError(f"cannot read image {image}: {e}") from None
 
 
-
 def _resized(image) -> Image.Image:
     img = load_image(image)
     if img.size != (IMAGE_SIZE[1], IMAGE_SIZE[0]):

@@ -45,13 +45,17 @@ def test_choices_and_split_aliases(capsys):
         cc.check_split("split", "dev", ("train", "valid"), {"val": "valid"})
 
 
+def train(learning_rate: float = 0.003, lr: float | None = None) -> None:
+    """A command whose --learning_rate was --lr."""
+
+
 def test_a_renamed_flag_still_works_with_a_note(capsys):
-    assert cc.renamed("lr", "learning_rate", None, 0.01, 0.003) == 0.01  # only the new name
+    assert cc.renamed("lr", "learning_rate", None, 0.01, train) == 0.01  # only the new name
     assert capsys.readouterr().out == ""
-    assert cc.renamed("lr", "learning_rate", 0.05, 0.003, 0.003) == 0.05  # only the old name
+    assert cc.renamed("lr", "learning_rate", 0.05, 0.003, train) == 0.05  # only the old name (the new at its default)
     assert "note: --lr is now --learning_rate" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="pass only --learning_rate"):
-        cc.renamed("lr", "learning_rate", 0.05, 0.01, 0.003)
+        cc.renamed("lr", "learning_rate", 0.05, 0.01, train)
 
 
 def test_threads():
