@@ -21,7 +21,15 @@ import fire
 import numpy as np
 from tqdm import tqdm
 
-from worlds.kart import BOX_WIDTH, IMAGE_WIDTH, covered_fraction, find_ego
+from worlds.kart import (
+    BOX_WIDTH,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    check_info,
+    covered_fraction,
+    find_ego,
+    kart_rows,
+)
 
 # The question templates: the one place that spells them. Families in the original's order.
 FAMILIES = ("ego", "count", "track", "relative", "relative_count")
@@ -45,13 +53,54 @@ TEMPLATE_FAMILY = {
 }
 _TEMPLATE_PATTERNS = {t: re.compile("^" + re.escape(q).replace(re.escape("{kart}"), ".+") + "$") for t, q in TEMPLATES.items()}
 
-# What "clearly" means, in pixels of the 150x100 picture.
-MIN_BOX = 5.0  # boxes narrower or shorter than this don't count (as in the original)
-SIDE_MARGIN = 6.0  # a kart is left/right of the ego only if its centre is this far to the side
-DEPTH_MARGIN = 4.0  # ... in front of / behind only if its centre is this far up / down
-MOSTLY_HIDDEN = 0.5  # fraction of a box behind nearer boxes above which a kart is not asked about
+# The two labelling rules. `kit` (the default) asks only what a careful person can read off the
+# picture; `original` is the course's rule, which reproduces its grading files exactly.
+MIN_BOX = 5.0  # boxes narrower or shorter than this (picture pixels) don't count, under both rules
+MOSTLY_HIDDEN = 0.5  # kit: fraction of a box behind nearer boxes above which a kart is not asked about
 
-SCALE = IMAGE_WIDTH / BOX_WIDTH  # box coordinates -> picture pixels
+SCALE = IMAGE_WIDTH / BOX_WIDTH  # box coordinates -> picture pixels (the same across and down)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How a view's boxes become answers.
+
+    side_margin, depth_margin: picture pixels a kart's centre must be to the side of (above or
+    below) the ego's to count as left/right (in front/behind); closer is "unclear" and not asked.
+    With 0 every kart is placed: right if its centre x is greater than the ego's, else left;
+    in front if its centre y is smaller, else behind.
+    ego: "anchor" (the box nearest to where the camera puts the followed kart, among all kart
+    boxes) or "centre" (the box nearest to the picture's centre, among the counted ones).
+    truncate: scale coordinates to the picture and truncate them to integers first.
+    occlusion: mark karts mostly behind nearer ones as hidden (never asked about; they stop counts).
+    drop_tiny: leave boxes under MIN_BOX out entirely, rather than keep them as "tiny" (a tiny kart
+    is never counted, and under the kit's rule it stops the count questions of its view).
+    zero_counts: ask "how many karts are to the left ..." also where the answer is 0.
+    """
+
+    name: str
+    side_margin: float
+    depth_margin: float
+    ego: str
+    truncate: bool
+    occlusion: bool
+    drop_tiny: bool
+    zero_counts: bool
+
+
+RULES = {
+    "kit": Rules("kit", side_margin=6.0, depth_margin=4.0, ego="anchor", truncate=False, occlusion=True, drop_tiny=False,
+                zero_counts=True),
+    "original": Rules("original", side_margin=0.0, depth_margin=0.0, ego="centre", truncate=True, occlusion=False,
+                      drop_tiny=True, zero_counts=False),
+}
+
+
+def get_rules(name: str) -> Rules:
+    """The rules of a --rules value, or a one-line error naming the choices."""
+    if str(name) not in RULES:
+        raise SystemExit(f"error: --rules must be one of {', '.join(RULES)}, got {name!r}")
+    return RULES[str(name)]
 
 
 @dataclass
@@ -69,39 +118,47 @@ class View:
     track: str
     ego: SeenKart | None
     others: list[SeenKart]  # every detected kart but the ego, tiny and hidden ones included
+    rules: Rules = RULES["kit"]
+
+    def side(self, kart: SeenKart) -> str | None:
+        """"left" or "right" where the kart is clearly to one side of the ego, else None."""
+        dx = kart.cx - self.ego.cx
+        return None if abs(dx) < self.rules.side_margin else "right" if dx > 0 else "left"
+
+    def depth(self, kart: SeenKart) -> str | None:
+        """"front" or "back" where the kart is clearly ahead of or behind the ego, else None."""
+        dy = kart.cy - self.ego.cy
+        return None if abs(dy) < self.rules.depth_margin else "front" if dy < 0 else "back"
 
 
-def read_view(info: dict, view_index: int) -> View:
-    """The karts of one view of an info file, with what can be told about each."""
-    rows = [r for r in info["detections"][view_index] if int(r[0]) == 1]
-    ego_id = find_ego(rows)
+def _picture_box(row: list, rules: Rules) -> tuple[float, float, float, float]:
+    box = [float(c) * SCALE for c in row[2:6]]
+    return tuple(int(c) for c in box) if rules.truncate else tuple(box)
+
+
+def read_view(info: dict, view_index: int, rules: Rules | str = "kit") -> View:
+    """The karts of one view of an info file, with what can be told about each under RULES."""
+    rules = get_rules(rules) if isinstance(rules, str) else rules
+    rows = kart_rows(info["detections"][view_index])
     seen = []
     for r in rows:
-        box = tuple(float(c) for c in r[2:6])
-        w, h = (box[2] - box[0]) * SCALE, (box[3] - box[1]) * SCALE
-        nearer = [tuple(o[2:6]) for o in rows if o is not r and o[5] > r[5]]  # lower bottom edge = nearer
-        seen.append(SeenKart(
-            kart_id=int(r[1]),
-            name=info["karts"][int(r[1])],
-            cx=(box[0] + box[2]) / 2 * SCALE,
-            cy=(box[1] + box[3]) / 2 * SCALE,
-            tiny=w < MIN_BOX or h < MIN_BOX,
-            hidden=covered_fraction(box, nearer) > MOSTLY_HIDDEN,
-        ))
-    ego = next((k for k in seen if k.kart_id == ego_id), None)
-    return View(track=info["track"], ego=ego, others=[k for k in seen if k is not ego])
-
-
-def side(kart: SeenKart, ego: SeenKart) -> str | None:
-    """"left" or "right" where the kart is clearly to one side of the ego, else None."""
-    dx = kart.cx - ego.cx
-    return "left" if dx <= -SIDE_MARGIN else "right" if dx >= SIDE_MARGIN else None
-
-
-def depth(kart: SeenKart, ego: SeenKart) -> str | None:
-    """"front" or "back" where the kart is clearly ahead of or behind the ego, else None."""
-    dy = kart.cy - ego.cy
-    return "front" if dy <= -DEPTH_MARGIN else "back" if dy >= DEPTH_MARGIN else None
+        box = _picture_box(r, rules)
+        tiny = box[2] - box[0] < MIN_BOX or box[3] - box[1] < MIN_BOX
+        if tiny and rules.drop_tiny:
+            continue
+        hidden = False
+        if rules.occlusion:
+            nearer = [tuple(o[2:6]) for o in rows if o is not r and o[5] > r[5]]  # lower bottom edge = nearer
+            hidden = covered_fraction(tuple(float(c) for c in r[2:6]), nearer) > MOSTLY_HIDDEN
+        seen.append(SeenKart(kart_id=int(r[1]), name=info["karts"][int(r[1])], cx=(box[0] + box[2]) / 2,
+                             cy=(box[1] + box[3]) / 2, tiny=tiny, hidden=hidden))
+    if rules.ego == "anchor":
+        ego_id = find_ego(rows)
+        ego = next((k for k in seen if k.kart_id == ego_id), None)
+    else:  # the first of the boxes nearest to the picture's centre
+        centre = (IMAGE_WIDTH / 2, IMAGE_HEIGHT / 2)
+        ego = min(seen, key=lambda k: (k.cx - centre[0]) ** 2 + (k.cy - centre[1]) ** 2) if seen else None
+    return View(track=info["track"], ego=ego, others=[k for k in seen if k is not ego], rules=rules)
 
 
 def view_questions(view: View) -> list[tuple[str, str, str]]:
@@ -117,7 +174,7 @@ def view_questions(view: View) -> list[tuple[str, str, str]]:
     for k in counted:
         if k.hidden:
             continue
-        lr, fb = side(k, ego), depth(k, ego)
+        lr, fb = view.side(k), view.depth(k)
         if lr:
             qa.append(("left_right", TEMPLATES["left_right"].format(kart=k.name), lr))
         if fb:
@@ -125,14 +182,13 @@ def view_questions(view: View) -> list[tuple[str, str, str]]:
         if lr and fb:
             qa.append(("where", TEMPLATES["where"].format(kart=k.name), f"{fb} and {lr}"))
     if all_clear:
-        sides = [side(k, ego) for k in counted]
-        if all(sides):
-            qa.append(("count_left", TEMPLATES["count_left"], str(sides.count("left"))))
-            qa.append(("count_right", TEMPLATES["count_right"], str(sides.count("right"))))
-        depths = [depth(k, ego) for k in counted]
-        if all(depths):
-            qa.append(("count_front", TEMPLATES["count_front"], str(depths.count("front"))))
-            qa.append(("count_back", TEMPLATES["count_back"], str(depths.count("back"))))
+        sides = [view.side(k) for k in counted]
+        depths = [view.depth(k) for k in counted]
+        for template, places, place in (("count_left", sides, "left"), ("count_right", sides, "right"),
+                                        ("count_front", depths, "front"), ("count_back", depths, "back")):
+            n = places.count(place)
+            if all(places) and (n or view.rules.zero_counts):
+                qa.append((template, TEMPLATES[template], str(n)))
     return qa
 
 
@@ -158,21 +214,32 @@ def image_name(info_path: Path, view_index: int) -> str:
     return info_path.name.replace("_info.json", f"_{view_index:02d}_im.jpg")
 
 
-def split_views(split_dir: Path, desc: str | None = None):
+def read_info(path: Path) -> dict:
+    """An info file's contents, checked (known rosters, kart ids in range); one line if not."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: cannot read {path} ({getattr(e, 'strerror', None) or e}); remake or remove it") from None
+    check_info(info, path)
+    return info
+
+
+def split_views(split_dir: Path, desc: str | None = None, rules: Rules | str = "kit"):
     """(image_file, view) for every view of a split whose picture exists, with a progress bar;
     image_file is relative to the data dir ("<split>/<frame>_<view>_im.jpg")."""
+    rules = get_rules(rules) if isinstance(rules, str) else rules
     for path in tqdm(info_files(split_dir), desc=desc or f"reading {split_dir.name}", unit="frame", disable=desc == ""):
-        info = json.loads(path.read_text())
+        info = read_info(path)
         for v in range(len(info["detections"])):
             image = image_name(path, v)
             if (split_dir / image).exists():
-                yield f"{split_dir.name}/{image}", read_view(info, v)
+                yield f"{split_dir.name}/{image}", read_view(info, v, rules)
 
 
-def all_questions(split_dir: Path) -> list[dict]:
+def all_questions(split_dir: Path, rules: Rules | str = "kit") -> list[dict]:
     """Every askable question of a split, unbalanced, with its template."""
     return [{"image_file": image_file, "question": question, "answer": answer, "template": template}
-            for image_file, view in split_views(split_dir, desc=f"questions {split_dir.name}")
+            for image_file, view in split_views(split_dir, desc=f"questions {split_dir.name}", rules=rules)
             for template, question, answer in view_questions(view)]
 
 
@@ -230,66 +297,93 @@ def ensure_world(split: str, data_dir: str) -> Path:
     return split_dir
 
 
-def generate(split: str = "train", data_dir: str = "data", seed: int = 0) -> None:
-    """Write DATA_DIR/SPLIT/balanced_qa_pairs.json from the split's info files.
+def generate(split: str = "train", data_dir: str = "data", seed: int = 0, rules: str = "kit",
+             balanced: bool = True) -> None:
+    """Write the split's questions: DATA_DIR/SPLIT/balanced_qa_pairs.json (or all_qa_pairs.json).
 
     Args:
         split: split to make questions for (train, valid and train_demo are rendered first if missing).
         data_dir: root folder of the data.
         seed: seed of the balancing's choice of what to drop.
+        rules: "kit" (ask only what can clearly be seen) or "original" (the course's rule, which
+            reproduces its grading files).
+        balanced: thin out common answers and families (balanced_qa_pairs.json); with false, every
+            question the rule asks of every view (all_qa_pairs.json).
     """
-    split, data_dir = str(split), str(data_dir)
+    from homework.cli_checks import check_bool
+    from worlds.kart import check_split_name
+
+    split, data_dir, rules = check_split_name(str(split)), str(data_dir), get_rules(rules)
+    balanced = check_bool("balanced", balanced)
     split_dir = ensure_world(split, data_dir)
-    pairs = balance(all_questions(split_dir), seed=seed)
-    out = split_dir / "balanced_qa_pairs.json"
+    pairs = all_questions(split_dir, rules)
+    if balanced:
+        pairs = balance(pairs, seed=seed)
+    else:
+        pairs = [{k: p[k] for k in ("image_file", "question", "answer")} for p in pairs]
+    name = "balanced" if balanced else "all"
+    out = split_dir / f"{name}_qa_pairs.json"
     try:
         out.write_text(json.dumps(pairs, indent=1))
+        dist = distribution(pairs)
+        (split_dir / f"{name}_qa_stats.json").write_text(json.dumps(dist, indent=1))
     except OSError as e:
         raise SystemExit(f"error: cannot write {out} ({e.strerror}); pass a writable --data_dir") from None
-    dist = distribution(pairs)
-    (split_dir / "balanced_qa_stats.json").write_text(json.dumps(dist, indent=1))
-    print(f"wrote {len(pairs)} question-answer pairs to {out}")
+    print(f"wrote {len(pairs)} question-answer pairs ({rules.name} rules) to {out}")
+    others = [f.name for f in split_dir.glob("*_qa_pairs.json") if f != out]
+    if others:
+        print(f"note: {split_dir} also holds {', '.join(sorted(others)[:3])}; the datasets read every *_qa_pairs.json "
+              "of a split, so remove the files you do not want read")
     for family, d in dist.items():
         top = ", ".join(f"{a}: {n}" for a, n in list(d["answers"].items())[:6])
-        print(f"  {family:15s} {d['total']:7d}  ({100 * d['total'] / len(pairs):4.1f}%)  {top}")
+        print(f"  {family:15s} {d['total']:7d}  ({100 * d['total'] / max(len(pairs), 1):4.1f}%)  {top}")
 
 
 def load_info_view(path: Path, view_index: int) -> dict:
-    """An info file's contents, after checking that it exists and has view VIEW_INDEX."""
+    """An info file's contents, after checking that it exists, can be read and has view VIEW_INDEX."""
     if not path.is_file():
         raise SystemExit(f"error: no info file at {path}; generate a split first (`python -m worlds kart --split valid`)")
-    info = json.loads(path.read_text())
+    info = read_info(path)
     n = len(info["detections"])
-    if not isinstance(view_index, int) or not 0 <= view_index < n:
+    if not isinstance(view_index, int) or isinstance(view_index, bool) or not 0 <= view_index < n:
         raise SystemExit(f"error: --view_index {view_index!r} is out of range; {path.name} has views 0 to {n - 1}")
     return info
 
 
-def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, output: str | None = None) -> None:
+def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, output: str | None = None,
+          rules: str = "kit") -> None:
     """Print one view's question-answer pairs and write a PNG of the view with its boxes.
 
     Args:
         info_file: a frame's info file.
         view_index: which view of the frame.
         output: PNG path (default: qa_check_<frame>_<view>.png in the current folder).
+        rules: "kit" or "original" (see `generate`).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from worlds.kart import draw_boxes
 
+    rules = get_rules(rules)
     path = Path(str(info_file))
     info = load_info_view(path, view_index)
     image_path = path.parent / image_name(path, view_index)
     if not image_path.is_file():
         raise SystemExit(f"error: the view's picture {image_path} is missing")
-    view = read_view(info, view_index)
-    print(f"{image_path}  track={view.track}  ego={view.ego.name if view.ego else None}")
+    view = read_view(info, view_index, rules)
+    print(f"{image_path}  track={view.track}  ego={view.ego.name if view.ego else None}  ({rules.name} rules)")
     for template, question, answer in view_questions(view):
         print(f"  [{TEMPLATE_FAMILY[template]}] {question} -> {answer}")
-    img = Image.open(image_path).convert("RGB")
+    try:
+        img = Image.open(image_path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise SystemExit(f"error: cannot read the picture {image_path} ({e}); copy it again") from None
     sheet = draw_boxes(img, info["detections"][view_index], info["karts"], view.ego.kart_id if view.ego else None)
     out = Path(output) if output else Path(f"qa_check_{path.name.split('_')[0]}_{view_index:02d}.png")
-    sheet.save(out)
+    try:
+        sheet.save(out)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot write {out} ({e}); pass another --output ending in .png") from None
     print(f"wrote {out}")
 
 

@@ -36,7 +36,7 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
     """
     from tqdm import tqdm
 
-    from generate_qa import depth, ensure_world, side, split_views
+    from generate_qa import ensure_world, split_views
     from homework.base_vlm import BaseVLM
     from homework.modeling_kart_vlm import DESCRIBE_PROMPT
     from homework.vlm_inputs import pixel_values, text_batch
@@ -52,12 +52,12 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
     with torch.no_grad():
         for path, view in tqdm(views, desc="probing", unit="view", mininterval=1):
             ego = view.ego
-            karts = [k for k in view.others if ego and not (k.tiny or k.hidden) and side(k, ego) and depth(k, ego)]
+            karts = [k for k in view.others if ego and not (k.tiny or k.hidden) and view.side(k) and view.depth(k)]
             if not karts:
                 continue
             # One row per kart, "[BOS] describe the scene . answer : NAME DEPTH [EOS]", right-padded: the
             # decoder is causal, so each row's logits up to its own end are those it would have alone.
-            ids, mask, _ = text_batch(tok, [DESCRIBE_PROMPT] * len(karts), [f"{k.name} {depth(k, ego)}" for k in karts])
+            ids, mask, _ = text_batch(tok, [DESCRIBE_PROMPT] * len(karts), [f"{k.name} {view.depth(k)}" for k in karts])
             pixels = pixel_values([path]).expand(len(karts), -1, -1, -1)
             logits = model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits  # (K, N + T, V)
             ends = model.num_image_tokens + mask.sum(1) - 1  # each row's [EOS]
@@ -66,8 +66,8 @@ def main(base: str = "tiny", split: str = "valid", data_dir: str = "data", num_v
                 said_side = max(("left", "right"), key=lambda w: float(row[end - 1, words[w]]))  # after the depth
                 far = abs(k.cx - ego.cx)
                 band = "side, under 10 px" if far < 10 else "side, 10-25 px" if far < 25 else "side, 25 px or more"
-                for name, ok in (("depth", said_depth == depth(k, ego)), ("side", said_side == side(k, ego)),
-                                 (band, said_side == side(k, ego))):
+                for name, ok in (("depth", said_depth == view.depth(k)), ("side", said_side == view.side(k)),
+                                 (band, said_side == view.side(k))):
                     right[name] += ok
                     seen[name] += 1
     result = {"base": str(base), "fingerprint": vlm.fingerprint[:12], "split": str(split), "views": len(views),

@@ -45,6 +45,9 @@ def _grading_options(parser: argparse.ArgumentParser, batch: bool = False) -> No
                    help="held-out set size: full (what grades count), quick (a faster, noisier self-check), "
                         "tiny (the kit's tests)")
     g.add_argument("--cache_dir", help="where held-out sets are cached (default: ~/.cache/kart-kit-grader)")
+    g.add_argument("--kart_data", metavar="DIR",
+                   help="grade VLM and CLIP on the *_qa_pairs.json and *_mc_qas.json of this folder (e.g. the "
+                        "course's data/valid_grader; pictures relative to its parent) instead of rendered frames")
     g.add_argument("--timeout", type=_positive_float,
                    help="wall-clock seconds per assignment (default: each assignment's own, see grader/rubric.py)")
     g.add_argument("--memory_mb", type=_positive_int, default=rubric.MEMORY_MB,
@@ -70,6 +73,7 @@ def _options(args: argparse.Namespace):
     return GradeOptions(seed=parse_seed(seed), size=args.size, only=parse_only(args.only), cache_dir=args.cache_dir,
                         timeout_s=args.timeout, memory_mb=args.memory_mb, threads=args.threads,
                         isolation=args.isolation, workers=args.workers, verbose=args.verbose,
+                        kart_data=args.kart_data,
                         keep=getattr(args, "keep", False))
 
 
@@ -156,7 +160,7 @@ def heldout_command(argv: list[str]) -> int:
 
     options = _options(args)
     held = prepare(options.seed, options.size, options.cache_dir, tuple(options.only), options.workers,
-                   options.verbose)
+                   options.verbose, kart_data=options.kart_data)
     print(f"held-out sets for seed {options.seed} ({options.size}) are in {held.root}")
     return 0
 

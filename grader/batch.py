@@ -76,7 +76,7 @@ def grade_folder(folder: str | Path, csv_path: str | Path, options: GradeOptions
     reports.mkdir(parents=True, exist_ok=True)
     options.isolation = resolve_isolation(options.isolation)
     held = heldout.prepare(options.seed, options.size, options.cache_dir, tuple(options.only), options.workers,
-                           options.verbose, log)
+                           options.verbose, log, kart_data=options.kart_data)
     cache_dir = held.root.parent
     log(f"grading {len(zips)} submissions from {folder}, {workers} at a time; reports in {reports}")
     rows = []

@@ -48,6 +48,7 @@ class GradeOptions:
     threads: int = rubric.THREADS
     isolation: str = "auto"  # auto | namespace | process
     workers: int | None = None  # processes generating held-out data the first time
+    kart_data: str | None = None  # grade VLM and CLIP on this folder's questions and sets instead
     verbose: bool = False  # print each child's log
     keep: bool = False  # keep the temporary folder (printed) for a look
 
@@ -145,7 +146,11 @@ def _fill_sandbox(sandbox: Path, homework: Path, assignment: Assignment) -> None
         else:
             shutil.copyfile(src, sandbox / name)
     if assignment.needs_base_vlm:
-        shutil.copytree(KIT_ROOT / "data" / "base_vlm", sandbox / "data" / "base_vlm")
+        from homework.base_vlm import BASES
+
+        for base_dir, _ in BASES.values():  # a checkpoint names the base it was trained on
+            if base_dir.is_dir():
+                shutil.copytree(base_dir, sandbox / "data" / base_dir.name)
     inputs = assignment.heldout.inputs(assignment.name)
     if assignment.input_files is None:
         shutil.copytree(inputs, sandbox / "inputs")
@@ -284,7 +289,9 @@ def grade(submission: str | Path, options: GradeOptions, log=print) -> Report:
             return failed_report(name, options, "rejected", f"submission refused: {e}", isolation)
         try:
             held = heldout.prepare(options.seed, options.size, options.cache_dir, tuple(options.only),
-                                   options.workers, options.verbose, log)
+                                   options.workers, options.verbose, log, kart_data=options.kart_data)
+        except SystemExit:  # the instructor's own input (an unusable --kart_data): one line, not a grade
+            raise
         except Exception as e:  # a grader fault, reported as such
             traceback.print_exc()
             return failed_report(name, options, "grader_error", f"grader error while making held-out data: {e}",

@@ -13,6 +13,12 @@
       balls/inputs/videos.npy probe-train videos, then probe-test videos
       balls/labels.json       ball counts and how many videos are probe-train
 
+With `--kart_data DIR` the VLM and CLIP parts come instead from a folder the instructor gives
+(the course's `valid_grader/`, or any real held-out split): its `*_qa_pairs.json` and
+`*_mc_qas.json`, whose `image_file`s are relative to DIR's parent, as in the course's data:
+
+      CACHE/folders/<digest>/vlm/ and clip/   the same inputs and labels, made from DIR's files
+
 Each part is made once per seed and size, under a lock, and marked complete by `done.json`
 only when it is whole; a part without it is made again. The world seeds are derived from the
 grading seed by hashing, and are never one of the seeds the kit trains on.
@@ -81,12 +87,15 @@ class Heldout:
     root: Path
     seed: int
     size: str
+    kart_root: Path | None = None  # the VLM and CLIP sets made from an instructor's folder, if one was given
 
     @property
     def sizes(self) -> rubric.HeldoutSizes:
         return rubric.HELDOUT_SIZES[self.size]
 
     def part(self, assignment: str) -> Path:
+        if PARTS[assignment] == "kart" and self.kart_root is not None:
+            return self.kart_root
         return self.root / PARTS[assignment]
 
     def inputs(self, assignment: str) -> Path:
@@ -157,11 +166,24 @@ def _copy_images(world: Path, files: list[str], inputs: Path) -> list[str]:
     return names
 
 
-def _finish_kart(part: Path, seed: int, sizes: rubric.HeldoutSizes) -> None:
+def _finish_kart(part: Path, seed: int, sizes: rubric.HeldoutSizes, world: Path | None = None,
+                 pairs: list[dict] | None = None, sets: list[dict] | None = None) -> None:
+    """The VLM's and CLIP's inputs and labels, sampled from PAIRS and SETS (by default the rendered
+    world's files) with pictures relative to WORLD."""
     from generate_qa import question_family
 
-    world = part / "world"
-    pairs = json.loads((world / KART_SPLIT / "balanced_qa_pairs.json").read_text())
+    world = world or part / "world"
+    if pairs is None:
+        pairs = json.loads((world / KART_SPLIT / "balanced_qa_pairs.json").read_text())
+        sets = json.loads((world / KART_SPLIT / "all_mc_qas.json").read_text())
+    if pairs:
+        _finish_vlm(part, seed, sizes, world, pairs, question_family)
+    if sets:
+        _finish_clip(part, seed, sizes, world, sets)
+
+
+def _finish_vlm(part: Path, seed: int, sizes: rubric.HeldoutSizes, world: Path, pairs: list[dict],
+                question_family) -> None:
     rng = np.random.default_rng(derived_seed(seed, "vlm-sample"))
     pick = sorted(rng.choice(len(pairs), min(sizes.vlm_questions, len(pairs)), replace=False).tolist())
     pairs = [pairs[i] for i in pick]
@@ -173,7 +195,10 @@ def _finish_kart(part: Path, seed: int, sizes: rubric.HeldoutSizes) -> None:
         {"answers": [p["answer"] for p in pairs], "families": [question_family(p["question"]) for p in pairs],
          "questions": [p["question"] for p in pairs]}, indent=1))
 
-    sets = json.loads((world / KART_SPLIT / "all_mc_qas.json").read_text())
+
+def _finish_clip(part: Path, seed: int, sizes: rubric.HeldoutSizes, world: Path, sets: list[dict]) -> None:
+    from homework.data import set_template
+
     rng = np.random.default_rng(derived_seed(seed, "clip-sample"))
     pick = sorted(rng.choice(len(sets), min(sizes.clip_sets, len(sets)), replace=False).tolist())
     sets = [sets[i] for i in pick]
@@ -182,7 +207,7 @@ def _finish_kart(part: Path, seed: int, sizes: rubric.HeldoutSizes) -> None:
     (inputs / "sets.json").write_text(json.dumps(
         [{"image": im, "candidates": s["candidates"]} for im, s in zip(images, sets, strict=True)], indent=1))
     (part / "clip" / "labels.json").write_text(json.dumps(
-        {"correct": [int(s["correct_index"]) for s in sets], "templates": [s.get("template", "other") for s in sets]},
+        {"correct": [int(s["correct_index"]) for s in sets], "templates": [set_template(s) for s in sets]},
         indent=1))
 
 
@@ -222,11 +247,49 @@ def _record(seed: int, size: str, part: str) -> dict:
             "world_seeds": {n: derived_seed(seed, n) for n in names}}
 
 
+def _folder_records(folder: Path, assignments: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """The questions and multiple-choice sets of an instructor's folder, read by the kit's own
+    loaders (every *_qa_pairs.json and *_mc_qas.json); one line if they or their pictures are not there."""
+    from homework.data import MultiChoiceQADataset, VQADataset
+
+    if not folder.is_dir():
+        raise SystemExit(f"error: --kart_data {folder} is not a folder; give a split folder such as data/valid_grader")
+    wanted = {"vlm": ("*_qa_pairs.json", VQADataset), "clip": ("*_mc_qas.json", MultiChoiceQADataset)}
+    out = {"vlm": [], "clip": []}
+    for name, (pattern, dataset) in wanted.items():
+        if name not in assignments:
+            continue
+        if not any(folder.glob(pattern)):
+            raise SystemExit(f"error: --kart_data {folder} has no {pattern} for the {name} part; add one, or grade "
+                             f"--only the other parts")
+        out[name] = dataset(folder.name, data_dir=str(folder.parent)).records
+    return out["vlm"], out["clip"]
+
+
+def prepare_folder(folder: str | Path, seed: int, size: str, root: Path, assignments: tuple[str, ...], log=print) -> Path:
+    """The VLM and CLIP held-out inputs and labels made from an instructor's folder (sampled down
+    to the size's counts with the grading seed where it holds more), cached by the digest of its
+    files; returns the folder that holds vlm/ and clip/."""
+    folder = Path(folder).resolve()
+    pairs, sets = _folder_records(folder, assignments)
+    digest = hashlib.sha256(json.dumps([VERSION, seed, size, str(folder), pairs, sets], sort_keys=True).encode())
+    (root / "folders").mkdir(exist_ok=True)
+    (root / "folders").chmod(0o700)  # the labels are here: not for other users of the machine
+    here = root / "folders" / digest.hexdigest()[:24]
+    if not (here / "done.json").is_file():
+        shutil.rmtree(here, ignore_errors=True)
+        here.mkdir(parents=True)
+        _finish_kart(here, seed, rubric.HELDOUT_SIZES[size], world=folder.parent, pairs=pairs, sets=sets)
+        (here / "done.json").write_text(json.dumps({"folder": str(folder), "questions": len(pairs), "sets": len(sets)}))
+    log(f"VLM and CLIP graded on {folder} ({len(pairs)} questions, {len(sets)} multiple-choice sets in it)")
+    return here
+
+
 def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
             assignments: tuple[str, ...] = tuple(PARTS), workers: int | None = None, verbose: bool = False,
-            log=print) -> Heldout:
+            log=print, kart_data: str | Path | None = None) -> Heldout:
     """The held-out sets of ASSIGNMENTS for SEED, generated (in up to WORKERS processes) if they
-    are not cached yet."""
+    are not cached yet; with KART_DATA, the VLM's and CLIP's come from that folder instead."""
     if size not in rubric.HELDOUT_SIZES:
         raise SystemExit(f"error: --size must be one of {', '.join(rubric.HELDOUT_SIZES)}, got {size!r}")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -235,6 +298,11 @@ def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
     here.mkdir(exist_ok=True)
     here.chmod(0o700)  # the labels are here: not for other users of the machine
     heldout = Heldout(here, seed, size)
+    if kart_data is not None and {"vlm", "clip"} & set(assignments):
+        with open(root / ".folders.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            heldout.kart_root = prepare_folder(kart_data, seed, size, root, assignments, log)
+        assignments = tuple(a for a in assignments if PARTS[a] != "kart")
     parts = sorted({PARTS[a] for a in assignments})
     with open(root / f".{here.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -4,8 +4,10 @@
 
 - `base="tiny"` (the default) is the kit's own pretrained model (homework/modeling_kart_vlm.py),
   committed in `data/base_vlm/` with a fingerprint of its weights. It was pretrained to
-  *describe* kart scenes (`python -m pretraining.base_vlm pretrain`), never on the
-  assignment's questions.
+  *describe* kart scenes of the kit's world (`python -m pretraining.base_vlm pretrain`), never on
+  the assignment's questions.
+- `base="tiny_stk"` is the same model pretrained the same way on the course's real SuperTuxKart
+  training frames, under the course's labelling rule (`data/base_vlm_stk/`).
 - Any other value is a SmolVLM-family model (`Idefics3ForConditionalGeneration`), by local
   directory or hub name, e.g. `HuggingFaceTB/SmolVLM-256M-Instruct`.
 
@@ -30,6 +32,13 @@ from homework.vlm_inputs import load_image, pad, pixel_values, prompt_ids
 
 KIT_ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE_DIR = KIT_ROOT / "data" / "base_vlm"
+# The kit's own bases, by name: (folder, the command that makes it). The one place that names them.
+BASES = {
+    "tiny": (TINY_BASE_DIR, "python -m pretraining.base_vlm pretrain --threads 2"),
+    "tiny_stk": (KIT_ROOT / "data" / "base_vlm_stk",
+                 "python -m pretraining.base_vlm pretrain --split train --data_dir DIR --rules original "
+                 "--output_dir data/base_vlm_stk --run_dir runs/pretrain_stk --threads 2"),
+}
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
@@ -49,19 +58,20 @@ class BaseVLM:
     """A vision-language model with one batched method, `answer(images, questions)`.
 
     Args:
-        base: "tiny" (the kit's own model), a local directory, or a hub name of a SmolVLM-family model.
+        base: "tiny" or "tiny_stk" (the kit's own models, see BASES), a local directory, or a hub name of
+            a SmolVLM-family model.
         device: "cpu", "cuda", ... (default: cuda when available).
     """
 
     def __init__(self, base: str = "tiny", device: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.base = str(base)
-        path = TINY_BASE_DIR if self.base == "tiny" else Path(self.base)
+        path = BASES[self.base][0] if self.base in BASES else Path(self.base)
         if path.is_dir() and (path / "config.json").is_file():
             model_type = json.loads((path / "config.json").read_text()).get("model_type")
-        elif self.base == "tiny":
-            fail(f"the kit's base model is missing from {TINY_BASE_DIR}; restore it with "
-                 "`git checkout data/base_vlm` or remake it with `python -m pretraining.base_vlm pretrain`")
+        elif self.base in BASES:
+            fail(f"the kit's base {self.base!r} is missing from {path}; restore it with "
+                 f"`git checkout {path.relative_to(KIT_ROOT)}` or remake it with `{BASES[self.base][1]}`")
         else:
             model_type = "hub"
         if model_type == "kart_vlm":
@@ -156,7 +166,7 @@ def test(base: str = "tiny", split: str = "valid", data_dir: str = "data", max_s
     """The base's accuracy on a split's questions, before any fine-tuning.
 
     Args:
-        base: "tiny", a local directory or a hub name.
+        base: "tiny", "tiny_stk", a local directory or a hub name.
         split: split whose balanced_qa_pairs.json is asked.
         data_dir: root folder of the data.
         max_samples: questions to ask.

@@ -63,6 +63,17 @@ def check_number(name: str, value, minimum: float = 0.0, maximum: float = math.i
     return float(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """VALUE as a bool: Fire passes `--flag`, `--flag=False` and `--noflag` as bools, but
+    `--flag false` as the string "false", so the words true/false/yes/no/1/0 count too."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    fail(f"--{name} must be true or false, got {value!r}")
+
+
 def check_choice(name: str, value, choices: Iterable[str]) -> str:
     """VALUE if it is one of CHOICES; else one line naming --NAME and listing them."""
     choices = tuple(choices)

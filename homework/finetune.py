@@ -93,7 +93,8 @@ def train(
 
     Args:
         output_dir: checkpoint directory (default: runs/finetune-<date>-<time>).
-        base: "tiny" (the kit's base), a local SmolVLM-family directory, or a hub name.
+        base: "tiny" (the kit's base), "tiny_stk" (the kit's base pretrained on real frames), a local
+            SmolVLM-family directory, or a hub name.
         data_dir: root folder of the data (missing train/valid splits are made on the spot).
         train_split: split to train on.
         valid_split: split to evaluate on while training.
@@ -126,7 +127,7 @@ def train(
 
     torch.manual_seed(seed)
     train_set = VQADataset(str(train_split), data_dir=str(data_dir))
-    valid_set = VQADataset(str(valid_split), data_dir=str(data_dir), max_samples=eval_samples)
+    valid_set = VQADataset(str(valid_split), data_dir=str(data_dir), max_samples=eval_samples, spread=True)
     if num_train_epochs is not None:
         num_train_epochs = check_number("num_train_epochs", num_train_epochs)
         max_steps = max(1, int(num_train_epochs * len(train_set) / batch_size))
@@ -199,7 +200,7 @@ def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: s
 
     Args:
         checkpoint: checkpoint directory (default: homework/checkpoints/vlm, what load_vlm() reads).
-        split: split whose balanced_qa_pairs.json is asked (made on the spot if missing).
+        split: split whose *_qa_pairs.json are asked (balanced_qa_pairs.json made on the spot if it has none).
         data_dir: root folder of the data.
         max_samples: ask only the first N questions.
         batch_size: questions per call of answer().

@@ -48,8 +48,6 @@ def describe(view) -> list[str]:
     """Statements about a view that a careful person could read off it (the same visibility
     rules as the questions): the track, the ego, the number of karts, where each clearly placed
     kart is, and how many karts are on each side. Statements, not questions."""
-    from generate_qa import depth, side
-
     ego = view.ego
     if ego is None:
         return [f"track {view.track}"]
@@ -60,11 +58,11 @@ def describe(view) -> list[str]:
         clauses.append(f"{len(counted) + 1} karts")
     for k in counted:
         if not k.hidden:
-            where = " ".join(w for w in (depth(k, ego), side(k, ego)) if w)
+            where = " ".join(w for w in (view.depth(k), view.side(k)) if w)
             if where:
                 clauses.append(f"{k.name} {where}")
     if clear:
-        sides, depths = [side(k, ego) for k in counted], [depth(k, ego) for k in counted]
+        sides, depths = [view.side(k) for k in counted], [view.depth(k) for k in counted]
         if all(sides):
             clauses.append(f"left {sides.count('left')} right {sides.count('right')}")
         if all(depths):
@@ -99,8 +97,6 @@ def view_facts(view) -> tuple[dict[str, int], list[tuple[int, int]]]:
     """A view's facts as class indices (-100 where the picture does not show it clearly), and for
     each kart of KARTS its place: (index in SIDES, index in DEPTHS), -100 where unclear (a hidden
     or tiny kart, or one level with the ego)."""
-    from generate_qa import depth, side
-
     facts = dict.fromkeys(FACT_CLASSES, -100)
     facts["track"] = list(TRACKS).index(view.track)
     places = [(0, 0)] * len(KARTS)
@@ -110,7 +106,7 @@ def view_facts(view) -> tuple[dict[str, int], list[tuple[int, int]]]:
     if ego is None:
         return facts, places
     counted = [k for k in view.others if not k.tiny]
-    relations = [(side(k, ego), depth(k, ego)) for k in counted]
+    relations = [(view.side(k), view.depth(k)) for k in counted]
     facts["ego"] = KART_INDEX[ego.name]
     places[facts["ego"]] = (1, 1)
     for k, (where, ahead) in zip(counted, relations, strict=True):
@@ -230,6 +226,7 @@ def pretrain(
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,
+    rules: str = "kit",
     run_dir: str = "runs/pretrain",
     resume: bool = True,
     overwrite: bool = False,
@@ -253,6 +250,8 @@ def pretrain(
         batch_size: views per step.
         learning_rate: peak AdamW learning rate of both stages (warm-up, then cosine to a tenth).
         seed: seed of the weights, the batches and the order of statements.
+        rules: the labelling rules the statements follow ("kit" or "original", see generate_qa.py);
+            they come from the info files alone, so a split of real recordings works as it is.
         run_dir: where resumable states are kept.
         resume: continue from RUN_DIR's states if their settings match.
         overwrite: replace an existing OUTPUT_DIR.
@@ -261,11 +260,12 @@ def pretrain(
     """
     from tqdm import tqdm
 
-    from generate_qa import ensure_world, split_views
+    from generate_qa import ensure_world, get_rules, split_views
 
     set_threads(threads)
     check_ints(vision_steps=(vision_steps, 0), max_steps=(max_steps, 1), batch_size=(batch_size, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
+    rules = get_rules(rules)
     out = Path(output_dir)
     if (out / "config.json").exists() and not overwrite:
         fail(f"{out} already holds a model; pass --overwrite to replace it, or another --output_dir")
@@ -273,14 +273,14 @@ def pretrain(
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     split_dir = ensure_world(str(split), str(data_dir))
-    views = [(str(Path(data_dir) / image_file), view) for image_file, view in split_views(split_dir)]
+    views = [(str(Path(data_dir) / image_file), view) for image_file, view in split_views(split_dir, rules=rules)]
     if not views:
         fail(f"no pictures in {split_dir}")
     paths = [p for p, _ in views]
     pictures = PictureCache(paths, desc=str(split))
     tokenizer = build_tokenizer()
     model = KartVLMForConditionalGeneration(tiny_config(len(tokenizer)))
-    settings = {"split": str(split), "num_samples": len(views), "vision_steps": vision_steps, "max_steps": max_steps,
+    settings = {"split": str(split), "rules": rules.name, "num_samples": len(views), "vision_steps": vision_steps, "max_steps": max_steps,
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "threads": torch.get_num_threads(), "vision_targets": "facts and kart maps"}
     # The vision stage does not depend on the description stage's length: a longer second stage reuses it.

@@ -54,7 +54,7 @@ def test_describe_states_facts_not_questions(kart_data):
 
 
 def test_vision_facts_agree_with_the_descriptions(kart_data):
-    from generate_qa import depth, side, split_views
+    from generate_qa import split_views
     from worlds.kart import KARTS, TRACKS
 
     checked = placed = 0
@@ -73,8 +73,8 @@ def test_vision_facts_agree_with_the_descriptions(kart_data):
             if k.hidden or k.tiny:
                 assert where == (-100, -100)
             else:
-                assert where[0] == (pt.SIDES.index(side(k, view.ego)) if side(k, view.ego) else -100)
-                assert where[1] == (pt.DEPTHS.index(depth(k, view.ego)) if depth(k, view.ego) else -100)
+                assert where[0] == (pt.SIDES.index(view.side(k)) if view.side(k) else -100)
+                assert where[1] == (pt.DEPTHS.index(view.depth(k)) if view.depth(k) else -100)
                 placed += 1
         if facts["karts"] >= 0:
             assert f"{facts['karts']} karts" in clauses

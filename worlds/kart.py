@@ -12,6 +12,8 @@ the ego lower and larger. The files follow the real SuperTuxKart recordings exac
 per view of rows `[class_id, kart_id, x1, y1, x2, y2]` in 600x400 coordinates, class 1 = kart),
 `distance_down_track` and `velocity` (one per kart). The extra key `ego` (the kart id each
 view follows) is for checks only: nothing downstream needs it, so real recordings work too.
+Real recordings also hold rows of other classes (2-8 and 255: the track, pickups, bombs,
+projectiles, ...) whose second column is not a kart id; `kart_rows` keeps the karts alone.
 
     python -m worlds kart --split train --num_frames 2000
     python -m worlds kart gallery --split train --num_frames 6
@@ -24,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,7 @@ KARTS: dict[str, KartLook] = {
     "suzanne": KartLook((160, 110, 70), (60, 200, 210), (200, 160, 120), (30, 30, 30), "box", "ring", "spoiler", "ears"),
     "wilber": KartLook((110, 100, 90), (250, 150, 40), (120, 110, 100), (240, 240, 240), "wedge", "circle", "stripe", "crest"),
     "xue": KartLook((230, 230, 240), (60, 160, 230), (250, 250, 250), (230, 60, 60), "round", "triangle", "stripe", "hat"),
+    "sara_the_wizard": KartLook((55, 30, 120), (240, 200, 60), (240, 200, 160), (120, 220, 250), "wedge", "ring", "spoiler", "hat"),
 }
 
 
@@ -110,7 +114,61 @@ TRACKS: dict[str, TrackLook] = {
                               "speckle", (170, 180, 195), (40, 90, 200), ("snowman", "pine"), (250, 250, 250), 0.5),
     "zengarden": TrackLook((200, 160, 190), (250, 225, 220), (150, 110, 130), (215, 210, 190), (195, 190, 170),
                            "furrows", (120, 100, 90), (200, 40, 60), ("lantern", "sakura"), (230, 150, 180), 0.2),
+    "candela_city": TrackLook((20, 20, 50), (90, 60, 110), (45, 40, 70), (70, 70, 80), (58, 58, 70), "checker",
+                              (48, 48, 56), (250, 200, 40), ("tower", "lamp"), (250, 220, 120), 0.2),
+    "gran_paradiso_island": TrackLook((40, 150, 240), (190, 230, 250), (60, 150, 80), (230, 210, 150), (210, 190, 130),
+                                      "rows", (150, 140, 120), (40, 160, 200), ("palm", "house"), (60, 160, 60), 0.1),
+    "olivermath": TrackLook((30, 40, 60), (120, 160, 200), (70, 80, 100), (150, 150, 160), (120, 120, 135), "checker",
+                            (90, 95, 110), (40, 220, 220), ("tower", "crystal"), (180, 200, 220), 0.0),
+    "overworld": TrackLook((100, 170, 250), (210, 235, 250), (80, 160, 70), (90, 180, 70), (110, 195, 85), "rows",
+                           (200, 180, 130), (250, 250, 250), ("flag", "pine"), (60, 130, 50), 0.0),
+    "ravenbridge_mansion": TrackLook((40, 40, 60), (110, 100, 110), (30, 30, 40), (60, 70, 50), (50, 55, 40), "speckle",
+                                     (100, 90, 85), (120, 30, 30), ("tower", "pine"), (50, 45, 55), 0.6),
+    "snowtuxpeak": TrackLook((60, 110, 200), (210, 225, 245), (250, 250, 255), (235, 240, 250), (205, 215, 235),
+                             "furrows", (140, 150, 170), (220, 40, 40), ("pine", "rock"), (40, 90, 60), 0.2),
+    "tutorial": TrackLook((130, 190, 240), (230, 240, 250), (150, 170, 150), (170, 200, 150), (150, 185, 130), "checker",
+                          (160, 160, 160), (250, 140, 20), ("ball", "flag"), (250, 140, 20), 0.0),
+    "volcano_island": TrackLook((150, 80, 60), (240, 170, 110), (60, 40, 40), (70, 60, 55), (40, 120, 50), "speckle",
+                                (110, 90, 80), (250, 90, 20), ("palm", "lavarock"), (60, 40, 35), 0.3),
+    "xr591": TrackLook((10, 10, 20), (60, 70, 90), (90, 90, 100), (100, 100, 110), (80, 80, 90), "furrows",
+                       (60, 60, 70), (250, 230, 40), ("pillar", "lamp"), (200, 200, 210), 0.1),
 }
+
+KART_CLASS = 1  # the class id of a kart in `detections`
+
+
+def kart_rows(rows: list[list]) -> list[list]:
+    """The kart rows of one view's detections (real recordings hold other classes too)."""
+    return [r for r in rows if int(r[0]) == KART_CLASS]
+
+
+def check_info(info: dict, where: str | Path) -> None:
+    """Stop with one line unless an info file can be read: a known track, known kart names,
+    and kart rows whose ids name one of its karts."""
+    try:
+        track, names, views = info["track"], info["karts"], info["detections"]
+    except (KeyError, TypeError) as e:
+        raise SystemExit(f"error: {where} is not a kart info file (no {e} key); it needs track, karts and detections") from None
+    if track not in TRACKS:
+        raise SystemExit(f"error: {where} is on track {track!r}, which the kit does not know; add it to TRACKS in "
+                         f"worlds/kart.py (with a look), then remake the base")
+    unknown = [n for n in names if n not in KARTS]
+    if unknown:
+        raise SystemExit(f"error: {where} has kart {unknown[0]!r}, which the kit does not know; add it to KARTS in "
+                         f"worlds/kart.py (with a look), then remake the base")
+    for v, rows in enumerate(views):
+        for r in kart_rows(rows):
+            if not (isinstance(r[1], int | float) and float(r[1]).is_integer() and 0 <= r[1] < len(names)):
+                raise SystemExit(f"error: {where}, view {v}: kart row {r} names kart id {r[1]!r}, but the file lists "
+                                 f"{len(names)} karts (ids 0 to {len(names) - 1}); fix or drop that row")
+
+
+def check_split_name(split: str) -> str:
+    """A split is a plain folder name under the data folder, never a path."""
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.strip(".") == "":
+        raise SystemExit(f"error: --split must be a plain folder name (letters, digits, _ . -), got {split!r}")
+    return split
+
 
 SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000, "pretrain": 4000}  # each known split has its own seed
 DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8, "pretrain": 3000}
@@ -416,6 +474,13 @@ def _draw_prop(draw: ImageDraw.ImageDraw, kind: str, colour, u: float, v: float,
     elif kind == "snowman":
         _ellipse(draw, (u - 0.6 * s, v - 1.2 * s, u + 0.6 * s, v), colour)
         _ellipse(draw, (u - 0.4 * s, v - 1.9 * s, u + 0.4 * s, v - 1.1 * s), colour)
+    elif kind == "tower":
+        _rect(draw, (u - 1.2 * s, v - 7.0 * s, u + 1.2 * s, v), colour)
+        for row in range(1, 6):  # lit windows
+            _rect(draw, (u - 0.7 * s, v - (row * 1.2 + 0.3) * s, u + 0.7 * s, v - row * 1.2 * s), (250, 240, 170))
+    elif kind == "lamp":
+        _rect(draw, (u - 0.07 * s, v - 3.0 * s, u + 0.07 * s, v), (70, 70, 75))
+        _ellipse(draw, (u - 0.35 * s, v - 3.4 * s, u + 0.35 * s, v - 2.8 * s), colour)
     elif kind == "lantern":
         _rect(draw, (u - 0.1 * s, v - 1.2 * s, u + 0.1 * s, v), (90, 90, 90))
         _rect(draw, (u - 0.35 * s, v - 1.8 * s, u + 0.35 * s, v - 1.2 * s), colour)
@@ -564,7 +629,7 @@ def generate(
         workers: processes to render with (default: all cores).
         overwrite: replace a split that already has frames.
     """
-    split, data_dir = str(split), str(data_dir)
+    split, data_dir = check_split_name(str(split)), str(data_dir)
     if num_frames is None:
         num_frames = DEFAULT_NUM_FRAMES.get(split, 200)
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
@@ -606,7 +671,8 @@ def draw_boxes(image: Image.Image, rows: list[list], names: list[str], ego_id: i
     big = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(big)
     k = big.width / BOX_WIDTH
-    for _, kart_id, x1, y1, x2, y2 in rows:
+    for _, kart_id, x1, y1, x2, y2 in kart_rows(rows):
+        kart_id = int(kart_id)
         colour = (255, 40, 40) if kart_id == ego_id else (40, 255, 80)
         draw.rectangle((x1 * k, y1 * k, x2 * k, y2 * k), outline=colour, width=2)
         label = names[kart_id] + (" (ego)" if kart_id == ego_id else "")
@@ -624,10 +690,11 @@ def gallery(split: str = "train", data_dir: str = "data", num_frames: int = 4, n
         num_views: views to show per frame.
         output: PNG path (default: DATA_DIR/kart_gallery_SPLIT.png).
     """
-    folder = Path(str(data_dir)) / str(split)
+    split = check_split_name(str(split))
+    folder = Path(str(data_dir)) / split
     infos = sorted(folder.glob("*_info.json"))
     if not infos:
-        generate(split=str(split), data_dir=str(data_dir))
+        generate(split=split, data_dir=str(data_dir))
         infos = sorted(folder.glob("*_info.json"))
     scale = 3
     cell_w, cell_h = IMAGE_WIDTH * scale, IMAGE_HEIGHT * scale + 14
@@ -635,9 +702,13 @@ def gallery(split: str = "train", data_dir: str = "data", num_frames: int = 4, n
     draw = ImageDraw.Draw(sheet)
     for row, path in enumerate(infos[:num_frames]):
         info = json.loads(path.read_text())
+        check_info(info, path)
         frame = path.name.split("_")[0]
         for v in range(min(num_views, len(info["detections"]))):
-            img = Image.open(folder / f"{frame}_{v:02d}_im.jpg").convert("RGB")
+            picture = folder / f"{frame}_{v:02d}_im.jpg"
+            if not picture.is_file():
+                raise SystemExit(f"error: {picture} is missing; copy the split's pictures beside its info files")
+            img = Image.open(picture).convert("RGB")
             ego = find_ego(info["detections"][v])
             sheet.paste(draw_boxes(img, info["detections"][v], info["karts"], ego, scale), (v * cell_w, row * cell_h + 14))
             draw.text((v * cell_w + 3, row * cell_h + 1), f"{frame} view {v} - {info['track']}", fill=(230, 230, 230))
@@ -649,6 +720,7 @@ def gallery(split: str = "train", data_dir: str = "data", num_frames: int = 4, n
 def find_ego(rows: list[list]) -> int | None:
     """The ego's kart id, from the boxes alone: the box whose centre is nearest to where the
     camera puts the followed kart (low in the middle of the picture)."""
+    rows = kart_rows(rows)
     if not rows:
         return None
     best = min(rows, key=lambda r: math.dist(((r[2] + r[4]) / 2, (r[3] + r[5]) / 2), EGO_ANCHOR))
