@@ -53,8 +53,9 @@ def test_a_few_steps_lower_the_loss(random_base):
 
 def test_the_tokenizer_is_the_committed_bases():
     """One source of truth for the words: the vocabulary built from the kit's templates, rosters
-    and number words is exactly the one the committed base was pretrained with."""
+    and number words is exactly the one each committed base was pretrained with."""
     from transformers import PreTrainedTokenizerFast
 
-    committed = PreTrainedTokenizerFast.from_pretrained(bv.TINY_BASE_DIR)
-    assert mk.build_tokenizer().get_vocab() == committed.get_vocab()
+    for name, (folder, _) in bv.BASES.items():
+        committed = PreTrainedTokenizerFast.from_pretrained(folder)
+        assert mk.build_tokenizer().get_vocab() == committed.get_vocab(), name

@@ -267,3 +267,27 @@ def test_the_grader_grades_on_an_instructors_folder(real_data, tmp_path):
         heldout.prepare(7, "tiny", tmp_path / "cache", ("vlm", "clip"), kart_data=real_data / "valid")
     with pytest.raises(SystemExit, match="is not a folder"):
         heldout.prepare(7, "tiny", tmp_path / "cache", ("vlm",), kart_data=real_data / "nothing")
+
+
+def test_the_real_data_references_stand_on_the_real_data_base(real_data):
+    """homework/checkpoints/vlm_stk and clip_stk: fine-tuned on the tiny_stk base, within their size
+    limits, and they load and answer (their accuracy on the course's data is benchmarks/real_stk.py's)."""
+    from homework import base_vlm as bv
+    from homework.checkpoint import LIMITS
+    from homework.clip import load_model, predict
+    from homework.finetune import load_finetuned
+
+    fingerprint = (bv.BASES["tiny_stk"][0] / bv.FINGERPRINT_FILE).read_text().strip()
+    assert fingerprint != (bv.TINY_BASE_DIR / bv.FINGERPRINT_FILE).read_text().strip()
+    assert (bv.BASES["tiny_stk"][0] / "model.safetensors").stat().st_size < 10 * 2**20
+    picture = real_data / "valid" / "00000_00_im.jpg"
+    for name, kind in (("vlm_stk", "vlm"), ("clip_stk", "clip")):
+        folder = bv.KIT_ROOT / "homework" / "checkpoints" / name
+        record = json.loads((folder / "training_config.json").read_text())
+        assert record["base"] == "tiny_stk" and record["base_fingerprint"] == fingerprint
+        assert (folder / "adapter_model.safetensors").stat().st_size < LIMITS[kind].max_mb * 2**20
+    answers = load_finetuned(bv.KIT_ROOT / "homework" / "checkpoints" / "vlm_stk").answer([picture], ["What track is this?"])
+    assert answers[0] in kart.TRACKS
+    pick = predict(load_model(bv.KIT_ROOT / "homework" / "checkpoints" / "clip_stk"), [picture],
+                   [["The track is xr591.", "The track is abyss."]])
+    assert pick[0] in (0, 1)
