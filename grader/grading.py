@@ -54,7 +54,7 @@ BASE_VLM = Path("data") / "base_vlm"  # the kit's base model, inside the sandbox
 
 @dataclass
 class GradeOptions:
-    seed: int = rubric.DEFAULT_SEED
+    seed: int | None = rubric.DEFAULT_SEED  # None: sets exported ahead (heldout_dir), whose seed stays private
     size: str = "full"  # a key of rubric.HELDOUT_SIZES
     only: list[str] = field(default_factory=lambda: list(ASSIGNMENTS))
     cache_dir: str | None = None  # default ~/.cache/kart-kit-grader
@@ -98,7 +98,7 @@ class AssignmentResult:
 @dataclass
 class Report:
     submission: str
-    seed: int
+    seed: int | None
     size: str
     isolation: str
     assignments: list[AssignmentResult]
