@@ -66,6 +66,8 @@ class GradeOptions:
     verbose: bool = False  # print each child's log
     keep: bool = False  # keep the temporary folder (printed) for a look
     heldout_dir: str | None = None  # held-out sets exported ahead (the Gradescope zip's), instead of the seed's
+    tasks: int = rubric.TASKS  # processes and threads a child may add (the tests make it small)
+    scratch_mb: int = rubric.SCRATCH_MB  # the child's folder in namespace mode
 
 
 @dataclass
@@ -141,14 +143,24 @@ def remove_tree(path: Path) -> None:
             pass
 
     if path.is_dir() and not path.is_symlink():
-        device = path.stat().st_dev
-        for dirpath, dirnames, _ in os.walk(path):  # never into another file system (a mount the child made)
-            for d in dirnames:
-                full = os.path.join(dirpath, d)
-                if not os.path.islink(full) and os.lstat(full).st_dev != device:
-                    raise RuntimeError(f"{full} is another file system mounted inside the grader's folder; "
-                                       "left in place, with everything around it")
+        mounted = _mount_points_under(path)  # never into another file system, nor a bind mount a child made
+        if mounted:
+            raise RuntimeError(f"{mounted[0]} is a mount inside the grader's folder; the folder is left in place")
         shutil.rmtree(path, onerror=retry)
+
+
+def _mount_points_under(path: Path) -> list[str]:
+    """Mount points strictly inside PATH: from /proc/self/mountinfo (which shows bind mounts of the
+    same file system too), else by device numbers."""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4].replace("\\040", " ") for line in f if len(line.split()) > 4]
+        return sorted(p for p in points if p.startswith(real.rstrip("/") + "/"))
+    except OSError:
+        device = os.lstat(real).st_dev
+        return sorted(os.path.join(d, n) for d, names, _ in os.walk(real) for n in names
+                      if not os.path.islink(os.path.join(d, n)) and os.lstat(os.path.join(d, n)).st_dev != device)
 
 
 def _log_tail(log: Path, limit: int = 20000) -> str:
@@ -187,11 +199,17 @@ def _fill_sandbox(sandbox: Path, homework: Path, assignment: Assignment) -> list
 
 
 def _package_paths() -> list[str]:
-    """The grader's own import path, without the kit and the working folder: the child finds its
+    """The grader's own import path, without the kit's folders and the working folder: the child finds its
     packages where the grader does (a virtual environment, a user site) and the submission's
     homework/ before anything else."""
-    skip = {KIT_ROOT, Path.cwd().resolve()}
-    return [p for p in sys.path if p and Path(p).resolve() not in skip]
+    prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+
+    def kit_own(path: Path) -> bool:  # the kit's folders (its tests, say), but not a virtual environment inside it
+        inside_kit = path == KIT_ROOT or KIT_ROOT in path.parents
+        return inside_kit and not any(path == p or p in path.parents for p in prefixes)
+
+    cwd = Path.cwd().resolve()
+    return [p for p in sys.path if p and Path(p).resolve() != cwd and not kit_own(Path(p).resolve())]
 
 
 def _hidden(held: heldout.Heldout, work: Path) -> list[str]:
@@ -252,7 +270,7 @@ def grade_assignment(assignment: Assignment, homework: Path, work: Path, options
     held.labels(kind.name)  # read now, before any of the submission's code runs
     readonly = _fill_sandbox(sandbox, homework, assignment)
     limits = Limits(timeout_s=timeout, memory_mb=options.memory_mb, file_size_mb=rubric.FILE_SIZE_MB,
-                    threads=options.threads)
+                    threads=options.threads, tasks=options.tasks, scratch_mb=options.scratch_mb)
     package_paths = _package_paths()
     runtime = runtime_paths(package_paths)
     hidden = _hidden(held, work)

@@ -67,6 +67,8 @@ class Limits:
     memory_mb: int  # RLIMIT_AS, and the cgroup's memory limit
     file_size_mb: int  # RLIMIT_FSIZE
     threads: int  # torch / OpenMP threads
+    tasks: int = rubric.TASKS  # processes and threads it may add
+    scratch_mb: int = rubric.SCRATCH_MB  # its folder's size in namespace mode
 
 
 @dataclass
@@ -249,7 +251,7 @@ def _system_binds(runtime: list[str]) -> tuple[list[str], list[tuple[str, str]]]
     return sorted(binds), links
 
 
-def _jail_script(sandbox: Path, tree: Tree, command: list[str]) -> str:
+def _jail_script(sandbox: Path, tree: Tree, command: list[str], scratch_mb: int = rubric.SCRATCH_MB) -> str:
     """The shell script run as root of the new namespaces: build the child's root in sandbox/../root,
     enter it, run COMMAND in a nested namespace that can neither undo it nor reach the results
     folder, then kill what the child left and copy its answers back. Not exec'd, so that the shell
@@ -290,8 +292,10 @@ def _jail_script(sandbox: Path, tree: Tree, command: list[str]) -> str:
     if os.path.isfile("/etc/ld.so.cache"):
         lines.append(": > \"$R/etc/ld.so.cache\"; robind /etc/ld.so.cache \"$R/etc/ld.so.cache\"")
     lines += ["mkdir -p \"$R$SB\"",
-              f"mount -t tmpfs -o size={rubric.SCRATCH_MB}m,mode=755,nosuid,nodev grader-scratch \"$R$SB\"",
-              "mkdir \"$R$SB/out\" \"$R$SB/tmp\""]
+              f"mount -t tmpfs -o size={scratch_mb}m,mode=755,nosuid,nodev grader-scratch \"$R$SB\"",
+              "mkdir \"$R$SB/out\" \"$R$SB/tmp\"",
+              # out/ apart, so that a full scratch folder still leaves room for the answers and the status
+              f"mount -t tmpfs -o size={rubric.ANSWERS_MAX_MB + 2}m,mode=755,nosuid,nodev grader-out \"$R$SB/out\""]
     for name in tree.copied:
         lines.append(f"cp -R \"$SB\"/{q(name)} \"$R$SB\"/{q(name)}")
     for name in tree.readonly:
@@ -391,7 +395,7 @@ def child_environment(sandbox: Path, threads: int) -> dict[str, str]:
 def limit_values(limits: Limits) -> dict:
     """The resource limits child.py applies to itself first thing (task.json's "limits")."""
     return {"cpu_s": int(limits.timeout_s * (limits.threads + 1)) + 10,  # the wall clock should stop it first
-            "memory_mb": limits.memory_mb, "file_size_mb": limits.file_size_mb, "tasks": rubric.TASKS}
+            "memory_mb": limits.memory_mb, "file_size_mb": limits.file_size_mb, "tasks": limits.tasks}
 
 
 def _hand_over(work: Path, sandbox: Path, uid: int | None) -> None:
@@ -411,14 +415,14 @@ def _hand_over(work: Path, sandbox: Path, uid: int | None) -> None:
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
-def walls(isolation: str, credentials: Credentials, group: CaseGroup | None) -> str:
+def walls(isolation: str, credentials: Credentials, group: CaseGroup | None, scratch_mb: int) -> str:
     """One line on what held the child, for the report."""
     parts = [f"as {credentials.words}"]
     parts.append(group.describe() if group else "no cgroup (the system allows none here): memory is limited as "
                  "address space (shared memory not counted)" + ("" if credentials.uid or os.geteuid() else
                                                                ", and processes are not counted for root"))
     if isolation == "namespace":
-        parts.append(f"a minimal file system with a {rubric.SCRATCH_MB} MB scratch folder, no network, no other "
+        parts.append(f"a minimal file system with a {scratch_mb} MB scratch folder, no network, no other "
                      "process in sight")
     else:
         parts.append("process isolation: an audit hook stops pure Python; native code (ctypes, C extensions) can "
@@ -442,8 +446,8 @@ def run_child(sandbox: Path, log: Path, limits: Limits, tree: Tree, isolation: s
         (sandbox.parent / "root").mkdir(exist_ok=True)
         if credentials.uid is not None:
             os.chown(sandbox.parent / "root", credentials.uid, credentials.uid)
-        command = UNSHARE + ["--", "/bin/sh", "-c", _jail_script(sandbox, tree, command)]
-    group = CaseGroup.make(name, limits.memory_mb, rubric.TASKS)
+        command = UNSHARE + ["--", "/bin/sh", "-c", _jail_script(sandbox, tree, command, limits.scratch_mb)]
+    group = CaseGroup.make(name, limits.memory_mb, limits.tasks)
     _subreaper()
     before = _descendants(_processes(), os.getpid())
     launch = _launcher(group.procs_files if group else [], credentials, command)
@@ -474,4 +478,4 @@ def run_child(sandbox: Path, log: Path, limits: Limits, tree: Tree, isolation: s
     sig = -code if code < 0 else (code - 128 if isolation == "namespace" and 128 < code < 160 else None)
     run = ChildRun(returncode=code, timed_out=timed_out, seconds=time.time() - started, signal=sig,
                    isolation=isolation, oom_killed=oom, leftovers=leftovers, peak_mb=peak)
-    return run, walls(isolation, credentials, group)
+    return run, walls(isolation, credentials, group, limits.scratch_mb)
