@@ -22,6 +22,13 @@ from grader import rubric
 COMMANDS = ("grade", "batch", "starter", "heldout", "gradescope")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (not the usage block, then the error)."""
+
+    def error(self, message: str):
+        raise SystemExit(f"error: {message} (see `{self.prog} --help`)")
+
+
 def _positive_int(most: int):
     def parse(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or len(text) > 12 or not 1 <= int(text) <= most:
@@ -96,7 +103,7 @@ def _check_outputs(*pairs: tuple[str | None, str]) -> None:
 
 
 def grade_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader", description="Grade one submission: a zip made by "
+    parser = Parser(prog="python -m grader", description="Grade one submission: a zip made by "
                                      "`python bundle.py homework ID`, or a homework/ folder. Exit code 0 whenever "
                                      "grading ran, whatever the score; the last line is total=<points>/<max>.")
     parser.add_argument("submission", help="ID.zip, or a homework/ folder")
@@ -142,7 +149,7 @@ def grade_command(argv: list[str]) -> int:
 
 
 def batch_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader batch",
+    parser = Parser(prog="python -m grader batch",
                                      description="Grade every .zip in a folder, in parallel processes.")
     parser.add_argument("folder", help="a folder of ID.zip files")
     parser.add_argument("--csv", default="grades.csv", help="the grades, one row per zip (default grades.csv)")
@@ -161,7 +168,7 @@ def batch_command(argv: list[str]) -> int:
 
 
 def starter_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader starter",
+    parser = Parser(prog="python -m grader starter",
                                      description="Write the student starter: solution regions of homework/*.py "
                                                  "stubbed, reference checkpoints left out, the rest as it is.")
     parser.add_argument("out_dir", help="a new (or empty) folder")
@@ -182,7 +189,7 @@ def starter_command(argv: list[str]) -> int:
 
 
 def heldout_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader heldout",
+    parser = Parser(prog="python -m grader heldout",
                                      description="Make and cache the held-out sets of a seed ahead of grading.")
     _grading_options(parser)
     args = parser.parse_args(argv)
@@ -197,7 +204,7 @@ def heldout_command(argv: list[str]) -> int:
 
 
 def gradescope_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader gradescope",
+    parser = Parser(prog="python -m grader gradescope",
                                      description="Write the autograder zip a Gradescope assignment takes: setup.sh, "
                                                  "run_autograder, the grader, the kit's public code and base model, "
                                                  "and the held-out sets built ahead from your private seed (which "
