@@ -237,3 +237,45 @@ def test_run_autograder_gives_a_hostile_submission_nothing(autograder, tmp_path)
     results = run_autograder(autograder, tmp_path / "autograder", {"homework/__init__.py": KIT_THIEF})
     assert results["score"] == 0 and all(t["score"] == 0 for t in results["tests"]), results
     assert results["output"].endswith("total=0/50")
+
+
+# ----------------------------------------------------------------------------------------------
+# The kit's own commands on the same kinds of input (a truncated checkpoint, a --data_dir that cannot be one)
+# ----------------------------------------------------------------------------------------------
+
+
+def truncated_copy(src: Path, dest: Path, name: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    data = (dest / name).read_bytes()
+    (dest / name).write_bytes(data[: len(data) // 2])
+    return dest
+
+
+@needs_reference
+def test_truncated_safetensors_in_a_checkpoint_is_one_line(tmp_path):
+    from homework import fusion, simclr
+    from homework.checkpoint import load_weights
+
+    folder = truncated_copy(ROOT / "homework" / "checkpoints" / "fusion", tmp_path / "fusion", "model.safetensors")
+    with pytest.raises(SystemExit, match=r"model.safetensors cannot be read as safetensors .*truncated or damaged"):
+        load_weights(__import__("torch").nn.Linear(2, 2), folder / "model.safetensors")
+    with pytest.raises(SystemExit, match="truncated or damaged"):
+        fusion.load_model(folder)  # what `fusion test --checkpoint` loads
+    folder = truncated_copy(ROOT / "homework" / "checkpoints" / "simclr", tmp_path / "simclr", "encoder.safetensors")
+    with pytest.raises(SystemExit, match=r"encoder.safetensors cannot be read as safetensors .*truncated or damaged"):
+        simclr.load_encoder(folder)
+
+
+def test_a_data_dir_that_cannot_be_one_is_one_line(tmp_path, run_cli):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for args, message in ((["-m", "worlds", "shapes", "--data_dir", str(a_file), "--num_samples", "5"],
+                           f"error: --data_dir {a_file} is a file, not a folder"),
+                          (["-m", "homework.fusion", "train", "--data_dir", "/proc/x", "--epochs", "1"],
+                           "error: --data_dir /proc/x cannot be made")):
+        proc = run_cli(*args)
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.output
+        assert "Traceback" not in proc.output
+    assert a_file.read_text() == "mine"
