@@ -6,12 +6,14 @@ VLM and CLIP, `data/base_vlm/`, the held-out inputs without their labels (`input
 `task.json`. It writes `out/answers.json` (or `out/answers.npy`) and `out/status.json`; the
 grader reads only those two files, checks them, and computes every score itself.
 
-This file imports nothing of the grader and nothing but the standard library before it has set
-its resource limits (from task.json: CPU time, address space, file size) and installed its
-guard: a Python audit hook that refuses network access, starting programs, signalling other
-processes, writing outside the sandbox and reading the folders the grader names in task.json
-(its held-out data). The hook is a second line of defence; the first is the process itself
-(the grader's wall-clock timeout, and Linux namespaces where the system allows them).
+This file is a copy the grader put in the sandbox (so nothing about the child names the kit). It
+imports nothing of the grader and nothing but the standard library before it has set its
+resource limits (from task.json: CPU time, address space, file size, processes) and installed its
+guard: a Python audit hook that lets it read only what task.json lists as readable (never what
+it lists as hidden: the cache, the kit), write only in the sandbox, and refuses network access,
+starting programs, signalling other processes and bytecode from the sandbox. The hook is a second
+line of defence against pure Python only; the first is the process itself (its user, its cgroup,
+the wall-clock timeout, and Linux namespaces where the system allows them).
 """
 
 import json
