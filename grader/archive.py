@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -37,6 +38,17 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".log", ".npz", ".npy", ".zip", ".tar", ".t
 
 class SubmissionError(Exception):
     """A submission the grader refuses; the message is one line a student can act on."""
+
+
+def compiled(relative: PurePosixPath) -> bool:
+    """Bytecode, which a reader of the submission cannot read: dropped, so that only the .py runs."""
+    return "__pycache__" in relative.parts or relative.name.endswith(rubric.COMPILED_SUFFIXES)
+
+
+def check_native(relative: PurePosixPath) -> None:
+    if relative.name.endswith(rubric.NATIVE_SUFFIXES) or ".so." in relative.name:
+        raise SubmissionError(f"{rubric.TOP_FOLDER}/{relative.as_posix()} is native code, which the grader does "
+                              "not run; a submission holds Python source and checkpoints only")
 
 
 def excluded(relative: PurePosixPath) -> bool:
@@ -79,6 +91,10 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
         raise SubmissionError(f"the zip has a path that leaves its folder: {name!r}")
     if not parts:
         raise SubmissionError(f"the zip has an entry with an empty name: {name!r}")
+    long = [p for p in parts if len(os.fsencode(p)) > rubric.MAX_NAME_BYTES]
+    if long or len(os.fsencode("/".join(parts))) > rubric.MAX_PATH_BYTES:
+        what = f"a name over {rubric.MAX_NAME_BYTES} bytes" if long else f"a path over {rubric.MAX_PATH_BYTES} bytes"
+        raise SubmissionError(f"the zip has {what}: {name[:80]!r}...; shorten it")
     return PurePosixPath(*parts)
 
 
@@ -89,7 +105,10 @@ def check_zip(path: str | Path) -> list[Member]:
     size = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except UnicodeDecodeError:
+        raise SubmissionError(f"{path.name} has a file name that is not valid UTF-8 (though flagged as UTF-8); "
+                              "make it with `python bundle.py homework ID`") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise SubmissionError(f"{path.name} is not a zip file ({e}); make it with `python bundle.py homework ID`") from None
     with archive:
         infos = archive.infolist()
@@ -101,9 +120,12 @@ def check_zip(path: str | Path) -> list[Member]:
         raise SubmissionError(f"the zip has {len(infos)} entries, over the limit of {rubric.MAX_ENTRIES}")
     if not infos:
         raise SubmissionError("the zip is empty; it should hold the homework/ folder")
-    members, seen, tops = [], set(), set()
+    members, seen, tops, folders, files = [], set(), set(), set(), set()
     for info in infos:
         rel = _member_path(info)
+        if rel.parts[0] == rubric.TOP_FOLDER and len(rel.parts) == 1 and not info.is_dir():
+            raise SubmissionError(f"the zip holds a file named {rubric.TOP_FOLDER}, not a folder; "
+                                  "make it with `python bundle.py homework ID`")
         mode = info.external_attr >> 16
         kind = stat.S_IFMT(mode)
         is_dir = info.is_dir()
@@ -119,10 +141,19 @@ def check_zip(path: str | Path) -> list[Member]:
             raise SubmissionError(f"the zip holds {rel} twice")
         seen.add(str(rel))
         tops.add(rel.parts[0] if (len(rel.parts) > 1 or is_dir) else str(rel))
+        folders.update(str(PurePosixPath(*rel.parts[:i])) for i in range(1, len(rel.parts)))
+        if not is_dir:
+            files.add(str(rel))
         if not is_dir and info.file_size > MB and info.file_size > rubric.MAX_RATIO * max(info.compress_size, 1):
             raise SubmissionError(f"{info.filename} unpacks {info.file_size / max(info.compress_size, 1):.0f} times "
                                   f"larger than it is packed (the limit is {rubric.MAX_RATIO}): a zip bomb?")
-        members.append(Member(info, rel, is_dir))
+        if len(rel.parts) > 1:
+            check_native(PurePosixPath(*rel.parts[1:]))
+        if not compiled(rel):  # bytecode is dropped, unread
+            members.append(Member(info, rel, is_dir))
+    clash = sorted(files & folders)
+    if clash:
+        raise SubmissionError(f"the zip holds {clash[0]} both as a file and as a folder")
     if tops != {rubric.TOP_FOLDER}:
         found = ", ".join(sorted(tops)[:5])
         raise SubmissionError(f"the zip must hold one top folder, {rubric.TOP_FOLDER}/, and nothing beside it; "
@@ -148,9 +179,9 @@ def extract_zip(path: str | Path, dest: str | Path) -> Path:
             if m.is_dir:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(m.info) as src, open(target, "xb") as out:
                     while chunk := src.read(MB):
                         written += len(chunk)
@@ -159,8 +190,10 @@ def extract_zip(path: str | Path, dest: str | Path) -> Path:
                         out.write(chunk)
             except FileExistsError:
                 raise SubmissionError(f"the zip holds {m.path} twice") from None
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError) as e:
                 raise SubmissionError(f"the zip is damaged: {m.info.filename} cannot be read ({e})") from None
+            except OSError as e:
+                raise SubmissionError(f"{m.info.filename} cannot be unpacked ({e.strerror})") from None
             budget -= written
             target.chmod(0o644)
     root = dest / rubric.TOP_FOLDER
@@ -187,8 +220,9 @@ def submission_files(folder: Path) -> list[tuple[Path, PurePosixPath]]:
         dirnames[:] = sorted(d for d in dirnames if not excluded(rel_dir / d / "x"))  # d as a folder
         for name in sorted(filenames):
             rel = rel_dir / name
-            if excluded(rel):
+            if excluded(rel) or compiled(rel):
                 continue
+            check_native(rel)
             if (here / name).is_symlink():
                 raise SubmissionError(f"{rubric.TOP_FOLDER}/{rel.as_posix()} is a link; "
                                       "a submission may hold only files and folders")
@@ -213,8 +247,11 @@ def copy_folder(folder: str | Path, dest: str | Path) -> Path:
     root.mkdir(parents=True)
     for src, rel in files:
         target = root.joinpath(*rel.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+        except OSError as e:
+            raise SubmissionError(f"{rubric.TOP_FOLDER}/{rel.as_posix()} cannot be copied ({e.strerror})") from None
     return root
 
 

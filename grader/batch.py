@@ -18,7 +18,7 @@ from pathlib import Path
 
 from grader import heldout, rubric
 from grader.cases import ASSIGNMENTS
-from grader.grading import KIT_ROOT, GradeOptions
+from grader.grading import KIT_ROOT, GradeOptions, open_heldout
 from grader.sandbox import resolve_isolation
 
 
@@ -29,6 +29,8 @@ def _command(submission: Path, json_path: Path, options: GradeOptions, cache_dir
                "--isolation", options.isolation]
     if options.timeout_s:
         command += ["--timeout", str(options.timeout_s)]
+    if options.heldout_dir:
+        command += ["--heldout_dir", str(options.heldout_dir)]
     return command
 
 
@@ -51,16 +53,37 @@ def grade_one(submission: Path, reports: Path, options: GradeOptions, cache_dir:
     row["seconds"] = round(time.time() - started, 1)
     try:
         result = json.loads(json_path.read_text())
-    except (OSError, ValueError):
+        row.update(total=float(result["total"]), max_score=float(result["max_score"]))
+        for name, a in result["assignments"].items():
+            if name in options.only:
+                row[name] = float(a["score"])
+        error = result.get("error")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         if row["status"] == "ok":
             row.update(status="grader_error", message=f"the grader wrote no results; see {text_path}")
         return row
-    row.update(total=result["total"], max_score=result["max_score"])
-    for name, a in result["assignments"].items():
-        row[name] = a["score"]
-    if result.get("error"):
-        row.update(status="rejected" if "refused" in result["error"] else "grader_error", message=result["error"])
+    if error:
+        row.update(status="rejected" if "refused" in str(error) else "grader_error", message=str(error))
     return row
+
+
+def _cell(value):
+    """A CSV cell a spreadsheet will not run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: list[dict], csv_path: Path, columns: list[str]) -> None:
+    import io
+
+    from grader.report import write_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in sorted(rows, key=lambda r: r["id"]))
+    write_atomic(csv_path, buffer.getvalue())
 
 
 def grade_folder(folder: str | Path, csv_path: str | Path, options: GradeOptions, workers: int = 1,
@@ -75,24 +98,29 @@ def grade_folder(folder: str | Path, csv_path: str | Path, options: GradeOptions
     reports = Path(reports_dir) if reports_dir else csv_path.parent / f"{csv_path.stem}_reports"
     reports.mkdir(parents=True, exist_ok=True)
     options.isolation = resolve_isolation(options.isolation)
-    held = heldout.prepare(options.seed, options.size, options.cache_dir, tuple(options.only), options.workers,
-                           options.verbose, log, kart_data=options.kart_data)
+    try:
+        held = open_heldout(options, log)
+    except heldout.HeldoutError as e:
+        raise SystemExit(f"error: {e}") from None
     cache_dir = held.root.parent
     log(f"grading {len(zips)} submissions from {folder}, {workers} at a time; reports in {reports}")
+    columns = ["id", "total", "max_score", *options.only, "status", "message", "seconds"]
     rows = []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(grade_one, z, reports, options, cache_dir): z for z in zips}
-        for i, future in enumerate(as_completed(futures), 1):
-            row = future.result()
-            rows.append(row)
-            note = f"  ({row['status']}: {row['message']})" if row["status"] != "ok" else ""
-            log(f"[{i}/{len(zips)}] {futures[future].name}: total={row['total']:g}/{row['max_score']:g} "
-                f"in {row['seconds']:.0f} s{note}")
-    rows.sort(key=lambda r: r["id"])
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    log(f"wrote {csv_path} ({len(rows)} submissions)")
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            futures = {pool.submit(grade_one, z, reports, options, cache_dir): z for z in zips}
+            for i, future in enumerate(as_completed(futures), 1):
+                submission = futures[future]
+                try:
+                    row = future.result()
+                except Exception as e:  # a grader fault on this one: its row says so, the rest go on
+                    row = {"id": submission.stem, "total": 0.0, "max_score": 0.0, **{a: 0.0 for a in options.only},
+                           "status": "grader_error", "message": f"grader error: {e}", "seconds": 0.0}
+                rows.append(row)
+                note = f"  ({row['status']}: {row['message']})" if row["status"] != "ok" else ""
+                log(f"[{i}/{len(zips)}] {submission.name}: total={row['total']:g}/{row['max_score']:g} "
+                    f"in {row['seconds']:.0f} s{note}")
+    finally:  # whatever happened, the grades so far are written
+        write_csv(rows, csv_path, columns)
+        log(f"wrote {csv_path} ({len(rows)} of {len(zips)} submissions)")
     return rows

@@ -11,9 +11,11 @@ answers file alone: the child's prints and exit code score nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +53,8 @@ class AnswersError(Exception):
     """The child's answers file is missing, unreadable or malformed."""
 
 
-def read_out_file(sandbox: Path, name: str, limit_mb: float = rubric.ANSWERS_MAX_MB) -> bytes:
-    """The bytes of SANDBOX/out/NAME, if it is a plain file (no link) of at most LIMIT_MB."""
+def read_out_file(sandbox: Path, name: str, limit_bytes: int = rubric.ANSWERS_MAX_MB * 2**20) -> bytes:
+    """The bytes of SANDBOX/out/NAME, if it is a plain file (no link) of at most LIMIT_BYTES."""
     try:
         out_fd = os.open(sandbox / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
@@ -65,29 +67,76 @@ def read_out_file(sandbox: Path, name: str, limit_mb: float = rubric.ANSWERS_MAX
         raise AnswersError(f"its {name} cannot be opened ({e.strerror}); is it a link?") from None
     finally:
         os.close(out_fd)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             raise AnswersError(f"its {name} is not a plain file")
-        if info.st_size > limit_mb * 2**20:
-            raise AnswersError(f"its {name} is {info.st_size / 2**20:.0f} MB, over the {limit_mb} MB limit")
-        return f.read()
+        if info.st_size > limit_bytes:
+            raise AnswersError(f"its {name} is {info.st_size / 2**20:.1f} MB, over the "
+                               f"{limit_bytes / 2**20:.1f} MB this assignment's answers can take")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read(limit_bytes + 1)[:limit_bytes]
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
-def read_out_json(sandbox: Path, name: str, limit_mb: float = rubric.ANSWERS_MAX_MB):
-    data = read_out_file(sandbox, name, limit_mb)
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not standard JSON")
+
+
+def read_out_json(sandbox: Path, name: str, limit_bytes: int):
+    """SANDBOX/out/NAME parsed as standard JSON (no NaN or Infinity), read only if at most LIMIT_BYTES."""
+    data = read_out_file(sandbox, name, limit_bytes)
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constants)
     except (ValueError, RecursionError) as e:
-        raise AnswersError(f"its {name} is not valid JSON ({str(e)[:80]})") from None
+        raise AnswersError(f"its {name} is not valid JSON ({printable(str(e))[:80]})") from None
 
 
 def answer_list(sandbox: Path, n: int) -> list:
-    answers = read_out_json(sandbox, "answers.json")
+    """The child's answers.json: a list of N answers, each a string, an integer or null. The file's
+    size is bounded by N before it is parsed, so that parsing it costs the grader little memory."""
+    answers = read_out_json(sandbox, "answers.json", 1024 + n * rubric.ANSWER_MAX_BYTES)
     if not isinstance(answers, list) or len(answers) != n:
         what = f"{len(answers)} answers" if isinstance(answers, list) else f"a {type(answers).__name__}"
         raise AnswersError(f"its answers.json holds {what}, not a list of {n}")
+    if not all(a is None or isinstance(a, (str, int)) for a in answers):
+        raise AnswersError("its answers.json holds something other than strings, integers and nulls")
     return answers
+
+
+# ----------------------------------------------------------------------------------------------
+# The child's own words: what a report may quote of them
+# ----------------------------------------------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    """TEXT without control characters (terminal escapes, newlines, bidirectional overrides...)."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else " " for c in str(text))
+
+
+def submission_words(text, limit: int = rubric.CHILD_TEXT_CHARS) -> str:
+    """Text from the child, fit to quote: one line, printable, at most LIMIT characters, in quotes
+    that mark it as the submission's own words."""
+    line = " ".join(printable(text).split())
+    if len(line) > limit:
+        line = line[:limit] + "..."
+    return '"' + line.replace('"', "'") + '"'
+
+
+def identifier(value, default: str) -> str:
+    """VALUE if it looks like a Python (dotted) name, else DEFAULT: a name from the child, checked."""
+    return value if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,79}", value) else default
+
+
+def finite_number(value, low: float, high: float) -> float | None:
+    """VALUE if it is a finite number within [LOW, HIGH], else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and low <= value <= high else None
 
 
 def table_from(groups: list[str], correct: list[bool], order: list[str] | None = None) -> list[tuple[str, int, float]]:
@@ -320,26 +369,32 @@ def credit_message(threshold: rubric.Threshold, accuracy: float, points: float) 
                       f"{threshold.high:.0%}"
 
 
+STAGES = ("import", "load", "predict")
+
+
 def describe_failure(assignment: type[Assignment], stage: str) -> str:
     return {"import": "importing homework", "load": f"homework.load_{assignment.name}()",
             "predict": assignment.predict}.get(stage, stage)
 
 
 def interpret_status(assignment: type[Assignment], status: dict, memory_mb: int) -> tuple[str, str]:
-    """(status, one-line message) for a child that reported an error."""
-    stage = describe_failure(assignment, str(status.get("stage", "")))
-    error = str(status.get("error", "error"))[:60]
-    message = str(status.get("message", ""))[:400]
-    module = status.get("module")
-    if error == "ModuleNotFoundError" and isinstance(module, str) and module.startswith("homework."):
+    """(status, one-line message) for a child that reported an error. Every field of STATUS is the
+    child's: names are checked, its message is quoted as its own words."""
+    stage = describe_failure(assignment, str(status.get("stage")) if status.get("stage") in STAGES else "?")
+    error = identifier(status.get("error"), "an error")
+    raw = status.get("message")
+    raw = raw if isinstance(raw, str) else ""
+    words = submission_words(raw)
+    module = identifier(status.get("module"), "")
+    if error == "ModuleNotFoundError" and module.startswith("homework."):
         file = module.split(".", 1)[1].replace(".", "/") + ".py"
         return "not_implemented", f"not implemented: homework/{file} is missing"
-    if error == "AttributeError" and message == f"homework/__init__.py has no load_{assignment.name}()":
-        return "not_implemented", f"not implemented: {message}"
+    if error == "AttributeError" and raw == f"homework/__init__.py has no load_{assignment.name}()":
+        return "not_implemented", f"not implemented: {raw}"
     if error == "MemoryError":
         return "memory", f"ran out of memory in {stage} (the limit is {memory_mb} MB of address space)"
     if error == "NotImplementedError":
-        return "not_implemented", f"not implemented: {stage} raised NotImplementedError({message!r})"
+        return "not_implemented", f"not implemented: {stage} raised NotImplementedError, saying {words}"
     if error == "SystemExit":
-        return "error", f"{stage} stopped: {message.removeprefix('error: ')}"
-    return "error", f"{stage} raised {error}: {message}"
+        return "error", f"{stage} stopped, saying {submission_words(raw.removeprefix('error: '))}"
+    return "error", f"{stage} raised {error}, saying {words}"

@@ -6,12 +6,14 @@ VLM and CLIP, `data/base_vlm/`, the held-out inputs without their labels (`input
 `task.json`. It writes `out/answers.json` (or `out/answers.npy`) and `out/status.json`; the
 grader reads only those two files, checks them, and computes every score itself.
 
-This file imports nothing of the grader and nothing but the standard library before it has set
-its resource limits (from task.json: CPU time, address space, file size) and installed its
-guard: a Python audit hook that refuses network access, starting programs, signalling other
-processes, writing outside the sandbox and reading the folders the grader names in task.json
-(its held-out data). The hook is a second line of defence; the first is the process itself
-(the grader's wall-clock timeout, and Linux namespaces where the system allows them).
+This file is a copy the grader put in the sandbox (so nothing about the child names the kit). It
+imports nothing of the grader and nothing but the standard library before it has set its
+resource limits (from task.json: CPU time, address space, file size, processes) and installed its
+guard: a Python audit hook that lets it read only what task.json lists as readable (never what
+it lists as hidden: the cache, the kit), write only in the sandbox, and refuses network access,
+starting programs, signalling other processes and bytecode from the sandbox. The hook is a second
+line of defence against pure Python only; the first is the process itself (its user, its cgroup,
+the wall-clock timeout, and Linux namespaces where the system allows them).
 """
 
 import json
@@ -23,64 +25,147 @@ SANDBOX = os.path.realpath(os.getcwd())
 OUT = os.path.join(SANDBOX, "out")
 
 
-def install_guard(hidden: list[str]) -> None:
-    """Refuse, from now on and for good, what a submission has no business doing."""
-    realpath, sep, fsdecode = os.path.realpath, os.sep, os.fsdecode
+def install_guard(task: dict) -> None:
+    """Refuse, from now on and for good, what a submission has no business doing.
+
+    Reads are allowed only under the roots the grader lists (the sandbox, the Python runtime, the
+    system's libraries) and never under its hidden ones (the held-out cache, the kit itself);
+    writes only inside the sandbox. A path relative to a directory descriptor is resolved through
+    /proc/self/fd, and descriptors of directories outside the sandbox are never handed out, so
+    `dir_fd=` and integer descriptors lead nowhere new. Functions that start processes or signal
+    them without an audit event of their own are replaced, and cannot be imported afresh.
+    """
+    realpath, sep, fsdecode, isdir, readlink = os.path.realpath, os.sep, os.fsdecode, os.path.isdir, os.readlink
+    join, isabs, normpath = os.path.join, os.path.isabs, os.path.normpath
     sandbox = SANDBOX
-    hidden_roots = tuple(realpath(h) for h in hidden)
+    hidden_roots = tuple(realpath(h) for h in task["hidden"])
+    readable_roots = tuple(realpath(r) for r in task["readable"]) + (sandbox,)
     own_pid = os.getpid()
     writable_devices = ("/dev/null",)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     blocked = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-               "os.forkpty", "pty.spawn", "os.startfile")
-    # event -> which of its arguments are paths it writes to
-    writes = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.replace": (0, 1),
-              "os.symlink": (1,), "os.link": (0, 1), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,),
-              "os.utime": (0,), "os.chflags": (0,), "os.lchflags": (0,), "os.mkfifo": (0,), "os.mknod": (0,),
-              "shutil.rmtree": (0,)}
+               "os.forkpty", "pty.spawn", "os.startfile", "sqlite3.connect", "sqlite3.connect/handle",
+               "os.symlink", "gc.get_referrers", "gc.get_referents", "gc.get_objects")
+    # event -> (which arguments are paths it writes to, which are their dir_fd, whether a descriptor may stand
+    # for the path): a descriptor is refused where the call changes the file whatever the descriptor's mode
+    writes = {"os.remove": ((0,), (1,), False), "os.rmdir": ((0,), (1,), False), "os.mkdir": ((0,), (2,), False),
+              "os.rename": ((0, 1), (2, 3), False), "os.link": ((1,), (2, 3), False),
+              "os.chmod": ((0,), (2,), False), "os.chown": ((0,), (3,), False), "os.utime": ((0,), (3,), False),
+              "os.truncate": ((0,), (), True), "os.chflags": ((0,), (), False), "os.lchflags": ((0,), (), False),
+              "os.setxattr": ((0,), (), False), "os.removexattr": ((0,), (), False),
+              "shutil.rmtree": ((0,), (), False)}
+    reimport = {"_posixsubprocess", "posix", "_signal", "signal", "_imp"}  # modules whose functions are replaced
 
     def inside(path: str, root: str) -> bool:
-        return path == root or path.startswith(root + sep)
+        return path == root or path.startswith(root.rstrip(sep) + sep)
 
-    def check_read(path) -> None:
-        real = realpath(fsdecode(path))
+    def resolve(path, dir_fd=None) -> str:
+        if isinstance(path, int):
+            path = f"/proc/self/fd/{path}"
+        path = fsdecode(path)
+        if not isabs(path):
+            if normpath(path).split(sep)[0] == "..":
+                raise PermissionError(f"{path}: the grader does not let a submission climb out of a folder with '..'")
+            if dir_fd is not None:
+                try:
+                    path = join(readlink(f"/proc/self/fd/{dir_fd}"), path)
+                except OSError:
+                    raise PermissionError(f"{path}: dir_fd={dir_fd} is not a folder the grader knows") from None
+        return realpath(path)
+
+    def check_read(path, dir_fd=None) -> str:
+        real = resolve(path, dir_fd)
         for root in hidden_roots:
-            if inside(real, root):
-                raise PermissionError(f"{fsdecode(path)}: the grader's held-out data is off limits")
+            if inside(real, root) and not inside(real, sandbox):
+                raise PermissionError(f"{fsdecode(path)}: the grader's own files are off limits")
         if real.startswith("/proc/"):
             pid = real.split("/")[2]
             if pid.isdigit() and int(pid) != own_pid:
                 raise PermissionError(f"{fsdecode(path)}: other processes are off limits in the grader")
+        elif not any(inside(real, root) for root in readable_roots):
+            raise PermissionError(f"{fsdecode(path)}: outside what the grader lets a submission read (its own folder "
+                                  "and the Python runtime)")
+        return real
 
-    def check_write(path) -> None:
-        real = realpath(fsdecode(path))
+    def check_write(path, dir_fd=None) -> None:
+        real = resolve(path, dir_fd)
         if not (inside(real, sandbox) or real in writable_devices):
             raise PermissionError(f"{fsdecode(path)}: the grader lets a submission write only in its own folder")
 
     def guard(event: str, args: tuple) -> None:
         if event == "open":
-            path, _mode, flags = args
+            path, mode, flags = args
             if path is None or isinstance(path, int):
-                return
-            if flags is not None and flags & write_flags:
+                return  # a descriptor this process opened, through this very check
+            writing = (flags is not None and flags & write_flags) or (isinstance(mode, str) and set(mode) & set("wax+"))
+            if writing:
                 check_write(path)
-            check_read(path)
+            real = check_read(path)
+            if not inside(real, sandbox):
+                if isdir(real) and mode is None:
+                    raise PermissionError(f"{fsdecode(path)}: the grader does not hand out descriptors of folders "
+                                          "outside the submission's own")
+            elif real.endswith((".pyc", ".pyo")):
+                raise PermissionError(f"{fsdecode(path)}: the grader runs only a submission's .py files, no bytecode")
         elif event.startswith("socket."):
             raise PermissionError("network access is blocked in the grader")
         elif event in blocked or event.startswith(("os.exec", "os.spawn", "os.posix_spawn")):
-            raise PermissionError(f"the grader does not let a submission start programs or processes ({event})")
+            raise PermissionError(f"the grader does not let a submission do this ({event})")
         elif event in ("os.kill", "os.killpg"):
             if args and args[0] not in (own_pid, 0):
                 raise PermissionError("the grader does not let a submission signal other processes")
         elif event in writes:
-            for i in writes[event]:
-                if i < len(args) and isinstance(args[i], (str, bytes, os.PathLike)):
-                    check_write(args[i])
-                    check_read(args[i])
-        elif event in ("os.listdir", "os.scandir", "os.chdir", "glob.glob", "os.walk"):
+            paths, dir_fds, descriptor_ok = writes[event]
+            for i, d in zip(paths, dir_fds + (None,) * len(paths), strict=False):
+                if i >= len(args):
+                    continue
+                path = args[i]
+                dir_fd = args[d] if d is not None and d < len(args) and args[d] not in (None, -1) else None
+                if isinstance(path, int) and not descriptor_ok:
+                    raise PermissionError(f"the grader does not let a submission change a file by its descriptor ({event})")
+                if isinstance(path, (str, bytes, os.PathLike, int)):
+                    check_write(path, dir_fd)
+                    check_read(path, dir_fd)
+            if event == "os.link":  # the file linked to must be one it may read
+                dir_fd = args[2] if len(args) > 2 and args[2] not in (None, -1) else None
+                check_read(args[0], dir_fd)
+        elif event in ("os.listdir", "os.scandir", "os.chdir", "glob.glob", "os.walk", "os.fwalk"):
             if args and isinstance(args[0], (str, bytes, os.PathLike)):
                 check_read(args[0])
+        elif event == "import" and args and args[0] in reimport:
+            raise PermissionError(f"the grader does not let a submission import {args[0]} afresh")
+        elif event == "object.__getattr__" and args and any(args[0] is g for g in guarded_functions):
+            raise PermissionError("the grader's own functions are off limits")
 
+    def refused(name: str):
+        def stub(*_args, **_kwargs):
+            raise PermissionError(f"the grader does not let a submission call {name}")
+        stub.__name__ = name.rsplit(".", 1)[-1]
+        return stub
+
+    # Process starts and signals with no audit event of their own: replaced where they live, before
+    # the hook refuses making those modules again (the originals are then unreachable).
+    import _imp
+    import _posixsubprocess
+    import _signal
+    import posix
+    import signal
+
+    for module, names in ((_posixsubprocess, ("fork_exec",)), (posix, ("pidfd_open", "mkfifo", "mknod")),
+                          (os, ("pidfd_open", "mkfifo", "mknod")), (_signal, ("pidfd_send_signal",)),
+                          (signal, ("pidfd_send_signal",))):
+        for name in names:
+            if hasattr(module, name):
+                setattr(module, name, refused(f"{module.__name__}.{name}"))
+    # _imp.create_builtin makes a builtin module afresh without an audit event: it refuses those
+    # names now. The original waits in a default argument, which the hook keeps out of reach.
+    def create_builtin(spec, _original=_imp.create_builtin):
+        if getattr(spec, "name", None) in reimport:
+            raise PermissionError(f"the grader does not let a submission import {spec.name} afresh")
+        return _original(spec)
+
+    guarded_functions = (create_builtin,)
+    _imp.create_builtin = create_builtin
     sys.addaudithook(guard)
 
 
@@ -201,6 +286,22 @@ ANSWER = {"vlm": answer_vlm, "clip": answer_clip, "fusion": answer_shapes, "cilp
           "simclr": answer_simclr}
 
 
+def tasks_of_my_user() -> int:
+    """Processes and threads running now under this process's real user id (what RLIMIT_NPROC counts)."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return count
+
+
 def apply_limits(limits: dict) -> None:
     """Resource limits, soft = hard, before any of the submission's code runs."""
     import resource
@@ -210,13 +311,16 @@ def apply_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] * 2**20,) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_mb"] * 2**20,) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if os.getuid() != 0:  # the kernel never applies RLIMIT_NPROC to root: the grader's pids cgroup does then
+        tasks = tasks_of_my_user() + limits["tasks"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
 
 
 def main() -> None:
     with open(os.path.join(SANDBOX, "task.json")) as f:
         task = json.load(f)
     apply_limits(task["limits"])
-    install_guard(task["hidden"])
+    install_guard(task)
     sys.path[:] = [SANDBOX] + sys.path + [p for p in task["sys_path"] if p not in sys.path]
     name, stage, times = task["assignment"], "import", {}
     status = {"ok": False}

@@ -22,6 +22,12 @@ With `--kart_data DIR` the VLM and CLIP parts come instead from a folder the ins
 Each part is made once per seed and size, under a lock, and marked complete by `done.json`
 only when it is whole; a part without it is made again. The world seeds are derived from the
 grading seed by hashing, and are never one of the seeds the kit trains on.
+
+The cache is the grader's alone: made read-only once written (and, for a root grader, owned by
+a uid no process runs as, so that not even a capability-less root child can open it), and
+`done.json` records a digest of what grading reads (each part's inputs and labels), checked
+before each assignment is graded and again after its child has run. `export()` copies those
+files, without the seed, to a folder that `open_folder()` grades from (the Gradescope zip's).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from grader import rubric
 
 VERSION = 1
 PARTS = {"vlm": "kart", "clip": "kart", "fusion": "shapes", "cilp": "shapes", "simclr": "balls"}
+GRADED = {"kart": ("vlm", "clip"), "shapes": ("inputs", "labels.json"), "balls": ("inputs", "labels.json")}
+CACHE_OWNER_UID = 2_999_999  # a root grader's cache belongs to this uid, which no process runs as
 KART_VIEWS = 10  # views per frame, as in the kit's training splits
 KART_SPLIT = "heldout"
 
@@ -73,11 +81,58 @@ def default_cache_dir() -> Path:
 
 
 def parse_seed(value) -> int:
-    """A grading seed from --seed or GRADER_SEED: a non-negative integer."""
+    """A grading seed from --seed or GRADER_SEED: a non-negative integer below 2**63."""
     text = str(value).strip()
-    if not text.isdigit():
-        raise SystemExit(f"error: the grading seed must be a non-negative integer, got {value!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2**63:
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "..."
+        raise SystemExit(f"error: the grading seed must be a non-negative integer below 2**63, got {shown}")
     return int(text)
+
+
+class HeldoutError(Exception):
+    """The held-out sets are missing, damaged or changed; one line saying which."""
+
+
+def digest(part: Path) -> str:
+    """sha256 of every file grading reads in PART (names, sizes and bytes), in a fixed order."""
+    h = hashlib.sha256()
+    files = []
+    for entry in GRADED[part.name]:
+        top = part / entry
+        files += [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+    if not files:
+        raise HeldoutError(f"the held-out {part.name} set has none of its files")
+    for f in files:
+        rel = f.relative_to(part).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as src:
+            while chunk := src.read(2**20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _seal(path: Path) -> None:
+    """Make PATH and everything under it read-only (files 0444, folders 0555)."""
+    for dirpath, _dirnames, filenames in os.walk(path, topdown=False):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444, follow_symlinks=False)
+        os.chmod(dirpath, 0o555)
+
+
+def _unseal_and_remove(path: Path) -> None:
+    if not path.exists():
+        return
+    for dirpath, _, _ in os.walk(path):
+        os.chmod(dirpath, 0o755)
+    shutil.rmtree(path)
+
+
+def _protect(folder: Path) -> None:
+    """The cache's seed folder: private to the grader, and for a root grader owned by a uid that
+    no child has, since a child that is uid 0 without capabilities would still be its owner."""
+    folder.chmod(0o700)
+    if os.geteuid() == 0:
+        os.chown(folder, CACHE_OWNER_UID, CACHE_OWNER_UID)
 
 
 @dataclass
@@ -85,9 +140,13 @@ class Heldout:
     """One seed's held-out sets on disk."""
 
     root: Path
-    seed: int
+    seed: int | None  # None for sets opened from an exported folder: the seed stays with the instructor
     size: str
     kart_root: Path | None = None  # the VLM and CLIP sets made from an instructor's folder, if one was given
+
+    def __post_init__(self) -> None:
+        self._labels: dict[str, dict] = {}
+        self._digests: dict[str, str] = {}  # read once: a child that rewrote done.json changes nothing here
 
     @property
     def sizes(self) -> rubric.HeldoutSizes:
@@ -104,9 +163,32 @@ class Heldout:
         return part / assignment / "inputs" if PARTS[assignment] == "kart" else part / "inputs"
 
     def labels(self, assignment: str) -> dict:
-        part = self.part(assignment)
-        path = part / assignment / "labels.json" if PARTS[assignment] == "kart" else part / "labels.json"
-        return json.loads(path.read_text())
+        """The assignment's labels, read once (before its child runs) and kept in memory."""
+        if assignment not in self._labels:
+            part = self.part(assignment)
+            path = part / assignment / "labels.json" if PARTS[assignment] == "kart" else part / "labels.json"
+            self._labels[assignment] = json.loads(path.read_text())
+        return self._labels[assignment]
+
+    def expected_digest(self, assignment: str) -> str:
+        part = PARTS[assignment]
+        if part not in self._digests:
+            try:
+                self._digests[part] = str(json.loads((self.part(assignment) / "done.json").read_text())["digest"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise HeldoutError(f"the held-out {part} set has no valid done.json; make it again "
+                                   "(`python -m grader heldout`)") from None
+        return self._digests[part]
+
+    def verify(self, assignment: str) -> None:
+        """HeldoutError unless the assignment's inputs and labels are what was generated."""
+        expected = self.expected_digest(assignment)
+        try:
+            actual = digest(self.part(assignment))
+        except OSError as e:
+            raise HeldoutError(f"the held-out {PARTS[assignment]} set cannot be read ({e.strerror})") from None
+        if actual != expected:
+            raise HeldoutError(f"the held-out {PARTS[assignment]} set changed since it was made (its digest differs)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,20 +351,25 @@ def _folder_records(folder: Path, assignments: tuple[str, ...]) -> tuple[list[di
 def prepare_folder(folder: str | Path, seed: int, size: str, root: Path, assignments: tuple[str, ...], log=print) -> Path:
     """The VLM and CLIP held-out inputs and labels made from an instructor's folder (sampled down
     to the size's counts with the grading seed where it holds more), cached by the digest of its
-    files; returns the folder that holds vlm/ and clip/."""
+    records and sealed like a generated part; returns the part (its vlm/ and clip/)."""
     folder = Path(folder).resolve()
     pairs, sets = _folder_records(folder, assignments)
-    digest = hashlib.sha256(json.dumps([VERSION, seed, size, str(folder), pairs, sets], sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps([VERSION, seed, size, str(folder), pairs, sets], sort_keys=True).encode())
     (root / "folders").mkdir(exist_ok=True)
-    (root / "folders").chmod(0o700)  # the labels are here: not for other users of the machine
-    here = root / "folders" / digest.hexdigest()[:24]
-    if not (here / "done.json").is_file():
-        shutil.rmtree(here, ignore_errors=True)
-        here.mkdir(parents=True)
-        _finish_kart(here, seed, rubric.HELDOUT_SIZES[size], world=folder.parent, pairs=pairs, sets=sets)
-        (here / "done.json").write_text(json.dumps({"folder": str(folder), "questions": len(pairs), "sets": len(sets)}))
+    _protect(root / "folders")  # the labels are here: not for other users of the machine, nor for any child
+    part = root / "folders" / key.hexdigest()[:24] / "kart"  # named "kart": what grading reads of it is a kart part's
+    record = {"version": VERSION, "folder": str(folder), "seed": seed, "size": size, "questions": len(pairs),
+              "sets": len(sets)}
+    if not _is_done(part, record):
+        _unseal_and_remove(part.parent)
+        part.mkdir(parents=True)
+        _finish_kart(part, seed, rubric.HELDOUT_SIZES[size], world=folder.parent, pairs=pairs, sets=sets)
+        for name in GRADED["kart"]:  # a part graded --only vlm has no clip/: the digest reads what is there
+            (part / name).mkdir(exist_ok=True)
+        (part / "done.json").write_text(json.dumps({**record, "digest": digest(part)}, indent=1))
+        _seal(part)
     log(f"VLM and CLIP graded on {folder} ({len(pairs)} questions, {len(sets)} multiple-choice sets in it)")
-    return here
+    return part
 
 
 def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
@@ -293,10 +380,11 @@ def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
     if size not in rubric.HELDOUT_SIZES:
         raise SystemExit(f"error: --size must be one of {', '.join(rubric.HELDOUT_SIZES)}, got {size!r}")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    check_cache_dir(root)
     root.mkdir(parents=True, exist_ok=True)
     here = root / (str(seed) if size == "full" else f"{seed}-{size}")
     here.mkdir(exist_ok=True)
-    here.chmod(0o700)  # the labels are here: not for other users of the machine
+    _protect(here)  # the labels are here: not for other users of the machine, nor for any child
     heldout = Heldout(here, seed, size)
     if kart_data is not None and {"vlm", "clip"} & set(assignments):
         with open(root / ".folders.lock", "w") as lock:
@@ -308,15 +396,72 @@ def prepare(seed: int, size: str = "full", cache_dir: str | Path | None = None,
         fcntl.flock(lock, fcntl.LOCK_EX)
         todo = []
         for part in parts:
-            done = here / part / "done.json"
-            if done.is_file() and json.loads(done.read_text()) == _record(seed, size, part):
+            if _is_done(here / part, _record(seed, size, part)):
                 continue
-            shutil.rmtree(here / part, ignore_errors=True)
+            _unseal_and_remove(here / part)
             (here / part).mkdir()
             todo.append(part)
         if todo:
             _generate(heldout, todo, workers, verbose, log)
     return heldout
+
+
+def check_cache_dir(root: Path) -> None:
+    """One line unless ROOT can be the cache: a folder, or a path whose first existing ancestor is one."""
+    if root.exists() and not root.is_dir():
+        raise SystemExit(f"error: --cache_dir {root} is a file; name a folder for the held-out sets")
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SystemExit(f"error: --cache_dir {root}: {parent} is a file, not a folder")
+            break
+
+
+def _is_done(part: Path, record: dict) -> bool:
+    """Whether PART is whole, of this record, and undamaged."""
+    try:
+        done = json.loads((part / "done.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(done, dict) or {k: v for k, v in done.items() if k != "digest"} != record:
+        return False
+    try:
+        return done.get("digest") == digest(part)
+    except (OSError, HeldoutError):
+        return False
+
+
+def export(held: Heldout, dest: Path, assignments: tuple[str, ...]) -> None:
+    """Copy what grading reads of ASSIGNMENTS' parts into DEST, with a done.json that names no seed."""
+    for part in sorted({PARTS[a] for a in assignments}):
+        src = held.root / part
+        for entry in GRADED[part]:
+            if (src / entry).is_dir():
+                shutil.copytree(src / entry, dest / part / entry)
+            else:
+                (dest / part).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / entry, dest / part / entry)
+        record = {"version": VERSION, "size": held.size, "sizes": asdict(rubric.HELDOUT_SIZES[held.size]),
+                  "digest": digest(dest / part)}
+        (dest / part / "done.json").write_text(json.dumps(record, indent=1))
+
+
+def open_folder(folder: str | Path, assignments: tuple[str, ...]) -> Heldout:
+    """Held-out sets exported ahead (`export()`), checked; HeldoutError with one line otherwise."""
+    folder = Path(folder)
+    size = None
+    for part in sorted({PARTS[a] for a in assignments}):
+        try:
+            done = json.loads((folder / part / "done.json").read_text())
+            size = done["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise HeldoutError(f"{folder} holds no exported {part} set (no valid {part}/done.json)") from None
+        if size not in rubric.HELDOUT_SIZES or done.get("version") != VERSION:
+            raise HeldoutError(f"{folder}/{part} was exported by another version of the grader; export it again")
+    held = Heldout(folder, None, size or "full")
+    for a in assignments:
+        held.verify(a)
+    return held
 
 
 def _generate(heldout: Heldout, parts: list[str], workers: int | None, verbose: bool, log) -> None:
@@ -351,5 +496,7 @@ def _generate(heldout: Heldout, parts: list[str], workers: int | None, verbose: 
     if "balls" in parts:
         _finish_balls(heldout.root / "balls")
     for part in parts:
-        (heldout.root / part / "done.json").write_text(json.dumps(_record(seed, heldout.size, part), indent=1))
+        record = {**_record(seed, heldout.size, part), "digest": digest(heldout.root / part)}
+        (heldout.root / part / "done.json").write_text(json.dumps(record, indent=1))
+        _seal(heldout.root / part)
     log(f"held-out data ready in {time.time() - started:.0f} s")

@@ -1,9 +1,17 @@
 """A grading report three ways: text for a person (its last line `total=<points>/<max>`), JSON
-with every case, and Gradescope's `results.json`."""
+with every case, and Gradescope's `results.json`.
+
+Every line of the text starts with the grader's own words; what a submission said (an error
+message) appears only inside a line, quoted, printable and capped (grader/cases.py's
+`submission_words`). The JSON outputs are standard JSON (no NaN or Infinity), written whole or
+not at all.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +40,8 @@ def table_lines(result) -> list[str]:
 def text(report: Report) -> str:
     seed = f"the public seed {report.seed}" if report.seed == rubric.DEFAULT_SEED else "a private seed"  # students see this
     out = [f"Grading {report.submission} on {seed} ({report.size} held-out sets, isolation: {report.isolation or 'none'})"]
+    if report.walls:
+        out.append(f"  the child ran {report.walls}")
     if report.error:
         out.append(f"  {report.error}")
     for result in report.assignments:
@@ -57,7 +67,7 @@ def as_json(report: Report) -> dict:
     return {
         "submission": report.submission, "seed": report.seed, "size": report.size, "isolation": report.isolation,
         "total": report.total, "max_score": report.max_score, "error": report.error,
-        "seconds": round(report.seconds, 1),
+        "seconds": round(report.seconds, 1), "walls": report.walls,
         "assignments": {a.name: {"title": a.title, "accuracy": a.accuracy, "count": a.count,
                                  "score": round(sum(c.score for c in a.cases), 2),
                                  "max_score": sum(c.max_score for c in a.cases if not c.extra_credit),
@@ -68,9 +78,13 @@ def as_json(report: Report) -> dict:
     }
 
 
-def as_gradescope(report: Report) -> dict:
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's words
+
+
+def as_gradescope(report: Report, visibility: str = "visible", leaderboard: bool = True) -> dict:
     """Gradescope's autograder results.json: one test per case, a leaderboard of accuracies.
-    Extra-credit cases have max_score 0, so that their points come on top."""
+    Extra-credit cases have max_score 0, so that their points come on top. VISIBILITY applies to
+    the whole result and each test; the grader's own log (stdout) stays hidden from students."""
     tests = []
     for result in report.assignments:
         for i, c in enumerate(result.cases):
@@ -80,20 +94,56 @@ def as_gradescope(report: Report) -> dict:
             tests.append({"name": f"{c.name} (extra credit, up to {points(c.max_score)})" if c.extra_credit else c.name,
                           "score": c.score, "max_score": 0 if c.extra_credit else c.max_score,
                           "status": "passed" if c.status == "passed" else "failed",
-                          "output": output, "visibility": "visible"})
-    return {
+                          "output": output, "tags": [result.name], "visibility": visibility})
+    results = {
         "score": report.total,
+        "execution_time": round(report.seconds),
         "output": text(report),
-        "visibility": "visible",
+        "visibility": visibility,
         "stdout_visibility": "hidden",
         "tests": tests,
-        "leaderboard": [{"name": TAGS.get(a.name, a.name), "value": round(100 * (a.accuracy or 0.0), 2),
-                         "order": "desc"} for a in report.assignments],
     }
+    if leaderboard:
+        results["leaderboard"] = [{"name": TAGS.get(a.name, a.name), "value": round(100 * (a.accuracy or 0.0), 2),
+                                   "order": "desc"} for a in report.assignments]
+    return results
 
 
-def write(report: Report, json_path: str | None = None, gradescope_path: str | None = None) -> None:
-    for path, content in ((json_path, as_json), (gradescope_path, as_gradescope)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(json.dumps(content(report), indent=1) + "\n")
+def output_problem(path: str | None, flag: str) -> str | None:
+    """Why PATH cannot take an output file (one line), or None: it must not be a folder, and the
+    nearest folder above it that exists must be a folder."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path} is a folder; name a file"
+    if target.exists() and not target.is_file():
+        return f"{flag} {path} is not a regular file"
+    for parent in target.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{flag} {path}: {parent} is a file, not a folder"
+    return None
+
+
+def write_atomic(path: str | Path, content: str) -> None:
+    """Write CONTENT to PATH whole (a temporary file beside it, then a rename), making its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write(report: Report, json_path: str | None = None, gradescope_path: str | None = None,
+          visibility: str = "visible", leaderboard: bool = True) -> None:
+    if json_path:
+        write_atomic(json_path, json.dumps(as_json(report), indent=1, allow_nan=False) + "\n")
+    if gradescope_path:
+        write_atomic(gradescope_path, json.dumps(as_gradescope(report, visibility, leaderboard), indent=1,
+                                                 allow_nan=False) + "\n")

@@ -46,7 +46,18 @@ TIMEOUT_S = {"vlm": 300, "clip": 300, "fusion": 120, "cilp": 120, "simclr": 180}
 MEMORY_MB = 8192
 FILE_SIZE_MB = 512  # largest file a child may write (its log included)
 THREADS = 1  # torch threads per child (`--threads`); the grader runs one child at a time
-ANSWERS_MAX_MB = 64  # the parent refuses a larger answers file without reading it
+TASKS = 256  # processes and threads a child may add (RLIMIT_NPROC, and pids.max of its cgroup)
+SCRATCH_MB = 1024  # the child's own folder in namespace mode: a tmpfs of this size (its homework/ copy included)
+SHM_MB = 256  # its /dev/shm in namespace mode
+ANSWERS_MAX_MB = 64  # the parent refuses a larger answers.npy without reading it
+ANSWER_MAX_BYTES = 2500  # one answer in answers.json (200 characters, JSON-escaped): the file is refused past n times this
+STATUS_MAX_KB = 64  # the child's status.json
+CHILD_TEXT_CHARS = 300  # the most of a child's own words (an error message) a report quotes
+# The command line's ceilings: larger values are typing mistakes, and some overflow the system's limits.
+MAX_TIMEOUT_S = 24 * 3600
+MAX_MEMORY_MB = 4 * 2**20  # 4 TB
+MAX_THREADS = 256
+MAX_WORKERS = 64
 
 # ----------------------------------------------------------------------------------------------
 # Submissions
@@ -59,6 +70,10 @@ TOP_FOLDER = "homework"  # a zip holds this one folder and nothing beside it
 MAX_ENTRIES = 2000  # files and folders in a zip
 MAX_UNPACKED_MB = 150  # total size of a zip's files once unpacked
 MAX_RATIO = 100  # largest unpacked / packed size of a zip, and of any entry over 1 MB
+MAX_NAME_BYTES = 255  # one file or folder name in a zip (the usual NAME_MAX)
+MAX_PATH_BYTES = 1024  # a whole path in a zip, homework/ included
+COMPILED_SUFFIXES = (".pyc", ".pyo")  # bytecode in a zip is dropped: only the .py a reader sees runs
+NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")  # a zip holding native code is refused
 
 # ----------------------------------------------------------------------------------------------
 # Held-out data

@@ -18,6 +18,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from homework.cli_checks import fail
 
@@ -137,11 +138,24 @@ def load_weights(module, path: str | Path, state: dict | None = None, ignore_mis
     do not fit its config. Missing keys under IGNORE_MISSING (weights held elsewhere) are allowed."""
     from safetensors.torch import load_file
 
-    missing, unexpected = module.load_state_dict(load_file(path) if state is None else state, strict=False)
+    if state is None:
+        try:
+            state = load_file(path)
+        except Exception as e:  # safetensors' own error type, and OSError: a truncated or damaged file
+            damaged(path, e)
+    missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (ignore_missing and k.startswith(ignore_missing))]
     if missing or unexpected:
         fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return module
+
+
+def damaged(path: str | Path, error: Exception) -> NoReturn:
+    """One line for a weights file that safetensors cannot read: truncated (a copy or an upload cut
+    short) or not a safetensors file at all."""
+    detail = " ".join(str(error).split())[:120]
+    fail(f"{path} cannot be read as safetensors ({detail}): it is truncated or damaged; copy it again, or "
+         "train and save the checkpoint again")
 
 
 def check_base(path: str | Path, record: dict, fingerprint: str, verb: str = "trained") -> None:

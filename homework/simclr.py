@@ -40,6 +40,7 @@ from tqdm import tqdm
 from homework.checkpoint import (
     LIMITS,
     config_from_record,
+    damaged,
     load_weights,
     open_checkpoint,
     reference_dir,
@@ -366,8 +367,11 @@ def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Mo
     path = Path(path)
     weights = path if path.is_file() else path / ENCODER_FILE
     record = open_checkpoint(weights.parent, "simclr", (weights.name,))  # exists, is SimCLR's, fits the limit
-    with safe_open(str(weights), framework="pt") as f:
-        saved = (f.metadata() or {}).get("encoder_config")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            saved = (f.metadata() or {}).get("encoder_config")
+    except Exception as e:  # safetensors' own error type: a truncated or damaged file
+        damaged(weights, e)
     if saved is None:
         fail(f"{weights} has no encoder_config in its metadata; save it with save_encoder()")
     config = config_from_record(EncoderConfig, json.loads(saved), weights)

@@ -229,11 +229,11 @@ HOSTILE = {
     "allocates without bound": ("hoard = []\nwhile True:\n    hoard.append(bytearray(64 * 2**20))", None, "memory",
                                 r"ran out of memory in homework.load_fusion\(\) \(the limit is 1024 MB", {"memory_mb": 1024}),
     "calls os._exit(0)": ("import os\nos._exit(0)", None, "error", r"ended \(exit code 0\) before it answered", {}),
-    "calls sys.exit(3)": ("import sys\nsys.exit(3)", None, "error", r"stopped: the code called sys.exit\(3\)", {}),
+    "calls sys.exit(3)": ("import sys\nsys.exit(3)", None, "error", r'stopped, saying "the code called sys.exit\(3\)"', {}),
     "prints a fake score": ("print('total=175/175')\nprint('[ 25 / 25 ] Fusion accuracy: full marks')", None,
                             "failed", r"accuracy 50.0%, at or below 50%", {}),
     "returns garbage": ("pass", "return 'all spheres, trust me'", "error",
-                        r"predict\(\) raised TypeError: .*returned a str, not a list", {}),
+                        r'predict\(\) raised TypeError, saying ".*returned a str, not a list"', {}),
     "returns the wrong number of answers": ("pass", "return [1, 0, 1]", "error", r"returned 3 answers for 40 inputs", {}),
     "forges its answers file": ("pass", "import os\nopen('out/answers.json', 'w').write('{{{')\n"
                                 "open('out/status.json', 'w').write('{\"ok\": true}')\nos._exit(0)",
@@ -316,7 +316,7 @@ raise RuntimeError(f"leaked: {{leaks}}" if leaks else "nothing leaked")
 """
     _, results = grade(write_zip(tmp_path / "peek.zip", fusion_homework(load)), isolation=isolation)
     fusion = case(results, "fusion")
-    assert fusion["score"] == 0 and fusion["message"].endswith("RuntimeError: nothing leaked"), fusion["message"]
+    assert fusion["score"] == 0 and fusion["message"].endswith('RuntimeError, saying "nothing leaked"'), fusion["message"]
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
@@ -339,12 +339,16 @@ except OSError:
 raise RuntimeError(f"blocked: {' '.join(blocked)}")
 """
     _, results = grade(write_zip(tmp_path / "net.zip", fusion_homework(load)), isolation=isolation)
-    assert case(results, "fusion")["message"].endswith("blocked: socket subprocess kill")
+    assert case(results, "fusion")["message"].endswith('"blocked: socket subprocess kill"')
 
 
 def test_answers_file_that_is_a_link_to_the_labels_is_refused(tmp_path, cache, grade):
     labels = cache / f"{SEED}-tiny" / "shapes" / "labels.json"
-    predict = (f"import os\nos.symlink({str(labels)!r}, 'out/answers.json')\n"
+    # os.symlink is refused by the audit hook; native code (ctypes) gets past it, and the grader's reader
+    # must still refuse the link.
+    predict = (f"import ctypes, os\ntry:\n    os.symlink({str(labels)!r}, 'out/answers.json')\n"
+               "    raise SystemExit('os.symlink was allowed')\nexcept PermissionError:\n    pass\n"
+               f"ctypes.CDLL(None).symlink({str(labels).encode()!r}, b'out/answers.json')\n"
                "open('out/status.json', 'w').write('{\"ok\": true}')\nos._exit(0)")
     _, results = grade(write_zip(tmp_path / "link.zip", fusion_homework("pass", predict)), isolation="process")
     fusion = case(results, "fusion")
@@ -378,7 +382,7 @@ def test_missing_checkpoint_scores_zero_and_untouched_assignments_keep_full_mark
     text, results = grade(bundle(src, str(tmp_path / "nofusion")), "fusion,cilp", timeout_s=None)
     fusion, cilp = case(results, "fusion"), case(results, "cilp")
     assert fusion["score"] == 0 and fusion["status"] == "error"
-    assert fusion["message"].startswith("homework.load_fusion() stopped: no fusion checkpoint in homework/checkpoints")
+    assert fusion["message"].startswith('homework.load_fusion() stopped, saying "no fusion checkpoint in homework/checkpoints')
     assert cilp["score"] == 25 and cilp["status"] == "passed", cilp
     assert text.splitlines()[-1] == "total=25/50"
 

@@ -406,6 +406,16 @@ def generate(num_samples: int = 1000, seed: int = 0, data_dir: str = DEFAULT_DIR
     make_dataset(num_samples, seed, data_dir, workers, overwrite, quiet)
 
 
+def make_folder(root: Path) -> None:
+    """ROOT as a folder to write the dataset in (made if missing), or one line saying why it cannot be."""
+    if root.exists() and not root.is_dir():
+        raise SystemExit(f"error: --data_dir {root} is a file, not a folder; choose another --data_dir")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: --data_dir {root} cannot be made ({e.strerror}); choose another --data_dir") from None
+
+
 def make_dataset(num_samples: int = 1000, seed: int = 0, data_dir: str = DEFAULT_DIR, workers: int = 0,
                  overwrite: bool = False, quiet: bool = False) -> dict:
     """`generate`, returning the dataset statistics."""
@@ -416,6 +426,7 @@ def make_dataset(num_samples: int = 1000, seed: int = 0, data_dir: str = DEFAULT
     if not isinstance(workers, int) or workers < 0:
         raise SystemExit(f"error: --workers must be a non-negative integer, got {workers!r}")
     root = Path(data_dir)
+    make_folder(root)
     options = {"version": VERSION, "seed": seed, "num_samples": num_samples}
     meta = read_meta(root)
     if meta is not None and meta == options:
