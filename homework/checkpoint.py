@@ -150,6 +150,33 @@ def load_weights(module, path: str | Path, state: dict | None = None, ignore_mis
     return module
 
 
+def load_adapter(model, folder: str | Path):
+    """MODEL wrapped by the LoRA adapter saved in FOLDER (peft's `PeftModel`), after checking that its
+    weights file can be read: one line for a truncated or damaged one, not a traceback from deep
+    inside safetensors."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    weights = Path(folder) / "adapter_model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():  # reads every tensor: a file cut short fails here
+                f.get_tensor(key)
+    except Exception as e:  # safetensors' own error type, and OSError
+        damaged(weights, e)
+    return PeftModel.from_pretrained(model, folder)
+
+
+def load_torch_state(path: str | Path) -> dict:
+    """A plain state dict saved with torch.save (weights only); one line if the file is damaged."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, or not a torch file
+        damaged(path, e)
+
+
 def damaged(path: str | Path, error: Exception) -> NoReturn:
     """One line for a weights file that safetensors cannot read: truncated (a copy or an upload cut
     short) or not a safetensors file at all."""

@@ -40,6 +40,8 @@ from homework.checkpoint import (
     check_base,
     check_size,
     config_from_record,
+    load_adapter,
+    load_torch_state,
     load_weights,
     open_checkpoint,
     reference_dir,
@@ -300,15 +302,13 @@ def save_model(model: KartCLIP, out: Path, record: dict) -> None:
 def load_model(checkpoint: str | Path, device: str | None = None) -> KartCLIP:
     """A trained CLIP from its checkpoint directory; one clear error for a missing or incomplete
     checkpoint, one over the size limit, or one trained on another base."""
-    from peft import PeftModel
-
     path = Path(checkpoint)
     record = open_checkpoint(path, "clip", WEIGHTS)
     config = config_from_record(ClipConfig, record.get("config", {}), path / "training_config.json")
     vlm = BaseVLM(record.get("base", "tiny"), device=device)
     check_base(path, record, vlm.fingerprint)
-    model = KartCLIP(PeftModel.from_pretrained(vlm.model, path), vlm.tokenizer, config)
-    state = torch.load(path / ADDITIONAL_WEIGHTS, map_location="cpu", weights_only=True)
+    model = KartCLIP(load_adapter(vlm.model, path), vlm.tokenizer, config)
+    state = load_torch_state(path / ADDITIONAL_WEIGHTS)
     load_weights(model, path / ADDITIONAL_WEIGHTS, state, ignore_missing="vlm.")  # the adapter holds vlm.*
     return model.to(vlm.device).eval()
 

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from homework.base_vlm import BaseVLM
-from homework.checkpoint import check_base, open_checkpoint, reference_dir, save_adapter, write_record
+from homework.checkpoint import (
+    check_base,
+    load_adapter,
+    open_checkpoint,
+    reference_dir,
+    save_adapter,
+    write_record,
+)
 from homework.cli_checks import check_int, check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.training_log import TrainingLog
@@ -55,13 +62,11 @@ def add_lora(model, rank: int = 16, alpha: int = 32, vision_blocks: int = 0):
 def load_finetuned(checkpoint: str | Path, device: str | None = None) -> BaseVLM:
     """A BaseVLM with a fine-tuned adapter merged in; clear errors for a missing checkpoint or
     one trained on another base."""
-    from peft import PeftModel
-
     path = Path(checkpoint)
     record = open_checkpoint(path, "vlm", ("adapter_config.json", "adapter_model.safetensors"))
     vlm = BaseVLM(record.get("base", "tiny"), device=device)
     check_base(path, record, vlm.fingerprint, verb="fine-tuned")
-    vlm.model = PeftModel.from_pretrained(vlm.model, path).merge_and_unload().to(vlm.device).eval()
+    vlm.model = load_adapter(vlm.model, path).merge_and_unload().to(vlm.device).eval()
     return vlm
 
 

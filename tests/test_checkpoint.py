@@ -108,3 +108,20 @@ def test_weights_that_do_not_fit_the_model_are_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"missing \['1.weight'"):
         ck.load_weights(both, tmp_path / "w.safetensors", state)
     ck.load_weights(both, tmp_path / "w.safetensors", state, ignore_missing="1.")
+
+
+def test_a_truncated_adapter_or_torch_state_is_one_line(tmp_path):
+    """finetune test and clip test read their adapter (and CLIP its extra weights) through these."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64, 64)}, tmp_path / "adapter_model.safetensors")
+    data = (tmp_path / "adapter_model.safetensors").read_bytes()
+    (tmp_path / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit, match="is truncated or damaged") as e:
+        ck.load_adapter(torch.nn.Linear(2, 2), tmp_path)
+    assert "\n" not in str(e.value)
+    torch.save({"w": torch.zeros(64, 64)}, tmp_path / "extra.pt")
+    (tmp_path / "extra.pt").write_bytes((tmp_path / "extra.pt").read_bytes()[:200])
+    with pytest.raises(SystemExit, match="is truncated or damaged"):
+        ck.load_torch_state(tmp_path / "extra.pt")
