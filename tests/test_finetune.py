@@ -130,13 +130,14 @@ def test_cli_help(run_cli):
 
 
 def test_the_test_command_with_no_arguments_scores_the_committed_reference(run_cli):
-    """`python -m homework.finetune test` reads what load_vlm() reads: the reference (about 95% on
-    valid; the base alone scores 0, so a wrong default cannot pass). Makes data/valid if missing."""
+    """`python -m homework.finetune test` reads what load_vlm() reads: the reference (89.7% on valid
+    on the current base, see the README; the base alone scores 0, so a wrong default cannot pass).
+    Makes data/valid if missing."""
     if not (finetune.REFERENCE_DIR / "adapter_model.safetensors").exists():
         pytest.skip("no reference checkpoint committed yet")  # the student starter ships none
     from conftest import last_accuracy
 
-    assert last_accuracy(run_cli("-m", "homework.finetune", "test", timeout=900)) > 0.9
+    assert last_accuracy(run_cli("-m", "homework.finetune", "test", timeout=900)) > 0.85
 
 
 def test_load_vlm_returns_the_committed_reference():
