@@ -96,11 +96,13 @@ RULES = {
 }
 
 
-def get_rules(name: str) -> Rules:
-    """The rules of a --rules value, or a one-line error naming the choices."""
-    if str(name) not in RULES:
-        raise SystemExit(f"error: --rules must be one of {', '.join(RULES)}, got {name!r}")
-    return RULES[str(name)]
+def get_rules(rules: Rules | str) -> Rules:
+    """The rules of a --rules value (or RULES itself, already Rules), or a one-line error naming the choices."""
+    if isinstance(rules, Rules):
+        return rules
+    if str(rules) not in RULES:
+        raise SystemExit(f"error: --rules must be one of {', '.join(RULES)}, got {rules!r}")
+    return RULES[str(rules)]
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _picture_box(row: list, rules: Rules) -> tuple[float, float, float, float]:
 
 def read_view(info: dict, view_index: int, rules: Rules | str = "kit") -> View:
     """The karts of one view of an info file, with what can be told about each under RULES."""
-    rules = get_rules(rules) if isinstance(rules, str) else rules
+    rules = get_rules(rules)
     rows = kart_rows(info["detections"][view_index])
     seen = []
     for r in rows:
@@ -227,7 +229,7 @@ def read_info(path: Path) -> dict:
 def split_views(split_dir: Path, desc: str | None = None, rules: Rules | str = "kit"):
     """(image_file, view) for every view of a split whose picture exists, with a progress bar;
     image_file is relative to the data dir ("<split>/<frame>_<view>_im.jpg")."""
-    rules = get_rules(rules) if isinstance(rules, str) else rules
+    rules = get_rules(rules)
     for path in tqdm(info_files(split_dir), desc=desc or f"reading {split_dir.name}", unit="frame", disable=desc == ""):
         info = read_info(path)
         for v in range(len(info["detections"])):
@@ -311,7 +313,7 @@ def generate(split: str = "train", data_dir: str = "data", seed: int = 0, rules:
             question the rule asks of every view (all_qa_pairs.json).
     """
     from homework.cli_checks import check_bool
-    from worlds.kart import check_split_name
+    from worlds import check_split_name
 
     split, data_dir, rules = check_split_name(str(split)), str(data_dir), get_rules(rules)
     balanced = check_bool("balanced", balanced)
@@ -360,7 +362,7 @@ def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, ou
         output: PNG path (default: qa_check_<frame>_<view>.png in the current folder).
         rules: "kit" or "original" (see `generate`).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from worlds.kart import draw_boxes
 
@@ -376,7 +378,7 @@ def check(info_file: str = "data/valid/00000_info.json", view_index: int = 0, ou
         print(f"  [{TEMPLATE_FAMILY[template]}] {question} -> {answer}")
     try:
         img = Image.open(image_path).convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+    except OSError as e:  # PIL's UnidentifiedImageError too
         raise SystemExit(f"error: cannot read the picture {image_path} ({e}); copy it again") from None
     sheet = draw_boxes(img, info["detections"][view_index], info["karts"], view.ego.kart_id if view.ego else None)
     out = Path(output) if output else Path(f"qa_check_{path.name.split('_')[0]}_{view_index:02d}.png")

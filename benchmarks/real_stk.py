@@ -80,19 +80,14 @@ def _score_vlm(checkpoint: Path, data_dir: Path) -> dict:
 
 
 def _score_clip(checkpoint: Path, data_dir: Path) -> dict:
-    from homework.clip import image_features, load_model, score, text_features
-    from homework.data import MultiChoiceQADataset
+    from homework.clip import evaluate, load_model
 
     model = load_model(checkpoint)
     out = {}
     for split in ("valid_grader", "valid"):
         start = time.time()
-        dataset = MultiChoiceQADataset(split, data_dir=str(data_dir))
-        sets = [dataset[i] for i in range(len(dataset))]
-        captions = sorted({c for s in sets for c in s["candidates"]})
-        images = image_features(model, [s["image_path"] for s in sets])
-        r = score(images, sets, dict(zip(captions, text_features(model, captions), strict=True)))
-        out[split] = {"n": len(sets), "accuracy": round(r.accuracy, 4),
+        r = evaluate(model, split, str(data_dir))
+        out[split] = {"n": sum(r.counts.values()), "accuracy": round(r.accuracy, 4),
                       "per_template": {t: round(a, 4) for t, a in r.per_template.items()}, "counts": r.counts,
                       "seconds": round(time.time() - start, 1)}
     return out

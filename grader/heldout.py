@@ -336,14 +336,13 @@ def _folder_records(folder: Path, assignments: tuple[str, ...]) -> tuple[list[di
 
     if not folder.is_dir():
         raise SystemExit(f"error: --kart_data {folder} is not a folder; give a split folder such as data/valid_grader")
-    wanted = {"vlm": ("*_qa_pairs.json", VQADataset), "clip": ("*_mc_qas.json", MultiChoiceQADataset)}
     out = {"vlm": [], "clip": []}
-    for name, (pattern, dataset) in wanted.items():
+    for name, dataset in (("vlm", VQADataset), ("clip", MultiChoiceQADataset)):
         if name not in assignments:
             continue
-        if not any(folder.glob(pattern)):
-            raise SystemExit(f"error: --kart_data {folder} has no {pattern} for the {name} part; add one, or grade "
-                             f"--only the other parts")
+        if not dataset.files(dataset, folder):
+            raise SystemExit(f"error: --kart_data {folder} has no {dataset.pattern} for the {name} part; add one, "
+                             f"or grade --only the other parts")
         out[name] = dataset(folder.name, data_dir=str(folder.parent)).records
     return out["vlm"], out["clip"]
 

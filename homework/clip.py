@@ -616,24 +616,12 @@ def train(
           f"{log.seconds():.0f} s of training)")
 
 
-def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",
-         max_samples: int | None = None, batch_size: int = 64) -> None:
-    """Multiple-choice accuracy of a CLIP checkpoint per caption template, and image -> caption
-    recall@1 and @5 over the split's distinct captions; the last line is `accuracy=...`.
-
-    Args:
-        checkpoint: checkpoint directory (default: the committed reference).
-        split: split whose *_mc_qas.json (and *_captions.json, for recall, where it has them) is scored.
-        data_dir: root folder of the data.
-        max_samples: score only the first N multiple-choice sets.
-        batch_size: pictures per forward pass.
-    """
+def evaluate(model: KartCLIP, split: str, data_dir: str = "data", max_samples: int | None = None,
+             batch_size: int = 64) -> ClipResult:
+    """A split's multiple-choice accuracy (per template), and image -> caption recall where the split
+    has its true captions."""
     from homework.data import MultiChoiceQADataset
 
-    if max_samples is not None:
-        max_samples = check_int("max_samples", max_samples, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    model = load_model(str(checkpoint))
     dataset = MultiChoiceQADataset(str(split), data_dir=str(data_dir), max_samples=max_samples)
     sets = [dataset[i] for i in range(len(dataset))]
     split_dir = Path(str(data_dir)) / str(split)
@@ -647,7 +635,25 @@ def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: s
     except ValueError as e:  # an unreadable picture
         fail(str(e))
     captions = dict(zip(all_captions, text_features(model, all_captions), strict=True))
-    result = score(images, sets, captions, [truth.get(s["image_path"], set()) for s in sets] if truth else None)
+    return score(images, sets, captions, [truth.get(s["image_path"], set()) for s in sets] if truth else None)
+
+
+def test(checkpoint: str = str(REFERENCE_DIR), split: str = "valid", data_dir: str = "data",
+         max_samples: int | None = None, batch_size: int = 64) -> None:
+    """Multiple-choice accuracy of a CLIP checkpoint per caption template, and image -> caption
+    recall@1 and @5 over the split's distinct captions; the last line is `accuracy=...`.
+
+    Args:
+        checkpoint: checkpoint directory (default: the committed reference).
+        split: split whose *_mc_qas.json (and *_captions.json, for recall, where it has them) is scored.
+        data_dir: root folder of the data.
+        max_samples: score only the first N multiple-choice sets.
+        batch_size: pictures per forward pass.
+    """
+    if max_samples is not None:
+        max_samples = check_int("max_samples", max_samples, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    result = evaluate(load_model(str(checkpoint)), str(split), str(data_dir), max_samples, batch_size)
     print(result.table())
     print(f"accuracy={result.accuracy:.4f}")
 

@@ -34,12 +34,12 @@ def normalize_answer(text: str) -> str:
 class SplitRecords(Dataset):
     """The records of a split's JSON files, made on the spot (world, then text) if there are none.
 
-    A split's records are those of every file matching one of `patterns` (sorted by name, a record
-    given twice kept once), so the course's own files work beside the kit's: `balanced_qa_pairs.json`
+    A split's records are those of every file matching `pattern` (sorted by name; a record that
+    two files give is kept once), so the course's own files work beside the kit's: `balanced_qa_pairs.json`
     and `all_qa_pairs.json` (`generate_qa.py`), one `<frame>_qa_pairs.json` per frame, the
     course's `valid_grader/` files (whose pictures are those of `valid/`), `example_captions.json`."""
 
-    patterns: tuple[str, ...] = ()  # the split's JSON files
+    pattern = ""  # the split's JSON files
     maker = ""  # the module whose generate(split=, data_dir=) writes it
     default_split = "train"
 
@@ -56,20 +56,22 @@ class SplitRecords(Dataset):
             # imported late: the makers import this module's users
             importlib.import_module(self.maker).generate(split=split, data_dir=str(data_dir))
             files = self.files(folder)
-        records, seen = [], set()
-        for path in files:
-            for r in self.read(path):
-                key = json.dumps(r, sort_keys=True)
-                if key not in seen:
-                    seen.add(key)
-                    records.append(r)
+        records = self.read(files[0])
+        if len(files) > 1:  # the same record in two files (all_ and balanced_, say) is read once
+            seen = {json.dumps(r, sort_keys=True) for r in records}
+            for path in files[1:]:
+                for r in self.read(path):
+                    key = json.dumps(r, sort_keys=True)
+                    if key not in seen:
+                        seen.add(key)
+                        records.append(r)
         if spread and max_samples is not None and 0 < max_samples < len(records):
             records = [records[i * len(records) // max_samples] for i in range(max_samples)]
         self.records = records[:max_samples]
         self.check_pictures(files)
 
     def files(self, folder: Path) -> list[Path]:
-        return sorted({p for pattern in self.patterns for p in folder.glob(pattern) if p.is_file()})
+        return sorted(p for p in folder.glob(self.pattern) if p.is_file())
 
     def read(self, path: Path) -> list[dict]:
         try:
@@ -99,7 +101,7 @@ class SplitRecords(Dataset):
 class VQADataset(SplitRecords):
     """Question-answer pairs of a split: `{"image_path", "question", "answer"}` items."""
 
-    patterns, maker = ("*_qa_pairs.json",), "generate_qa"
+    pattern, maker = "*_qa_pairs.json", "generate_qa"
 
     def __getitem__(self, i: int) -> dict:
         p = self.records[i]
@@ -109,7 +111,7 @@ class VQADataset(SplitRecords):
 class CaptionDataset(SplitRecords):
     """True captions of a split: `{"image_path", "caption"}` items."""
 
-    patterns, maker = ("*_captions.json",), "homework.generate_captions"
+    pattern, maker = "*_captions.json", "homework.generate_captions"
 
     def __getitem__(self, i: int) -> dict:
         c = self.records[i]
@@ -119,7 +121,7 @@ class CaptionDataset(SplitRecords):
 class MultiChoiceQADataset(SplitRecords):
     """Multiple-choice caption sets: `{"image_path", "candidates", "correct_index", "template"}` items."""
 
-    patterns, maker, default_split = ("*_mc_qas.json",), "homework.generate_captions", "valid"
+    pattern, maker, default_split = "*_mc_qas.json", "homework.generate_captions", "valid"
 
     def __getitem__(self, i: int) -> dict:
         s = self.records[i]

@@ -140,7 +140,7 @@ def generate(split: str = "train", data_dir: str = "data", seed: int = 0, rules:
         seed: seed of the multiple-choice sets' choices.
         rules: "kit" (say only what can clearly be seen) or "original" (the course's rule).
     """
-    from worlds.kart import check_split_name
+    from worlds import check_split_name
 
     split, data_dir, rules = check_split_name(str(split)), str(data_dir), get_rules(rules)
     split_dir = ensure_world(split, data_dir)

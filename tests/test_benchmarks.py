@@ -21,7 +21,7 @@ def test_vlm_throughput_cli_help(run_cli):
 
 
 def test_real_stk_benchmark_needs_the_course_folder(run_cli, tmp_path):
-    """The real-data benchmark takes the course's data folder from the command line, never ../shared."""
+    """The real-data benchmark takes the course's data folder from the command line; a missing one is one line."""
     proc = run_cli("-m", "benchmarks.real_stk", "--data_dir", str(tmp_path))
     assert proc.returncode == 1 and proc.output.strip().splitlines()[-1].startswith("error: ")
     assert "has no train/ folder" in proc.output and "Traceback" not in proc.output

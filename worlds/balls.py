@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from worlds import check_split_name
 
 MAX_BALLS = 3
 SHARD_SIZE = 250  # videos per .npz shard: small enough to load one at a time
@@ -296,8 +297,7 @@ def generate(
         data_dir: where the split folders live.
         overwrite: replace an existing split folder.
     """
-    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", split):
-        raise SystemExit(f"error: --split must be a plain folder name, got {split!r}")
+    check_split_name(split)
     if seed is None:
         if split not in SPLIT_SEEDS:
             raise SystemExit(f"error: split {split!r} has no default seed; pass --seed N")

@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from worlds import check_split_name
 
 # ----------------------------------------------------------------------------------------
 # The rosters: the one place that names karts and tracks. Everything else imports these.
@@ -161,13 +162,6 @@ def check_info(info: dict, where: str | Path) -> None:
             if not (isinstance(r[1], int | float) and float(r[1]).is_integer() and 0 <= r[1] < len(names)):
                 raise SystemExit(f"error: {where}, view {v}: kart row {r} names kart id {r[1]!r}, but the file lists "
                                  f"{len(names)} karts (ids 0 to {len(names) - 1}); fix or drop that row")
-
-
-def check_split_name(split: str) -> str:
-    """A split is a plain folder name under the data folder, never a path."""
-    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.strip(".") == "":
-        raise SystemExit(f"error: --split must be a plain folder name (letters, digits, _ . -), got {split!r}")
-    return split
 
 
 SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000, "pretrain": 4000}  # each known split has its own seed
