@@ -95,7 +95,7 @@ def write_autograder(out: str | Path, options: GradeOptions, visibility: str = "
         raise SystemExit(f"error: --visibility must be one of {', '.join(report.VISIBILITIES)}, got {visibility!r}")
     out = Path(out)
     held = heldout.prepare(options.seed, options.size, options.cache_dir, tuple(options.only), options.workers,
-                           options.verbose, log)
+                           options.verbose, log, kart_data=options.kart_data)
     config = {"only": list(options.only), "size": options.size, "visibility": visibility, "leaderboard": leaderboard,
               "public_seed": options.seed == rubric.DEFAULT_SEED, "timeout_s": options.timeout_s,
               "memory_mb": options.memory_mb, "threads": options.threads}

@@ -261,6 +261,9 @@ def test_the_grader_grades_on_an_instructors_folder(real_data, tmp_path):
     assert len(sets) == len(held.labels("clip")["correct"]) == 5  # every view with a kart, fewer than 20
     assert set(held.labels("clip")["templates"]) <= set(gc.CAPTIONS)
     assert not (tmp_path / "cache" / "7-tiny" / "kart").exists()  # nothing was rendered
+    heldout.export(held, tmp_path / "exported", ("vlm", "clip"))  # what the Gradescope zip carries
+    exported = heldout.open_folder(tmp_path / "exported", ("vlm", "clip"))
+    assert exported.labels("vlm") == labels and exported.labels("clip") == held.labels("clip")
 
     with pytest.raises(SystemExit, match=r"has no \*_mc_qas.json for the clip part"):
         (real_data / "valid" / "all_mc_qas.json").unlink()
