@@ -138,7 +138,7 @@ def grade_command(argv: list[str]) -> int:
         return 2
     try:
         result = grade(path, options)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: the grader's own one-line error about its input
         raise
     except BaseException as e:  # noqa: B036 - a grader fault: still write the results, then say so
         traceback.print_exc()
