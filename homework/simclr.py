@@ -68,14 +68,15 @@ class EncoderConfig:
 
     encoder: str = "resnet18"  # a key of ENCODERS: "resnet18" (frames, mean over time) or "vivit"
     image_size: int = 64  # frames are resized to S x S before the encoder
-    clip_frames: int = 2  # frames per training view (and per embedded clip for vivit)
-    embed_frames: int = 8  # resnet18: evenly spaced frames averaged when embedding a whole video
+    clip_frames: int = 2  # frames per training view (and per clip the vivit encoder sees at once)
+    embed_frames: int = 8  # evenly spaced frames of a whole video when embedding it (vivit: in clips of clip_frames)
     width: int = 16  # resnet18: channels of its first stage (64 is torchvision's stock ResNet-18)
     vivit_dim: int = 96  # vivit: token width
     vivit_depth: int = 4  # vivit: transformer layers
     vivit_heads: int = 4  # vivit: attention heads
-    vivit_patch: int = 8  # vivit: pixels a side of one tubelet
+    vivit_patch: int = 2  # vivit: a tubelet's side, in pixels of the stem's output (of the frame if vivit_stem=0)
     vivit_tubelet: int = 2  # vivit: frames in one tubelet
+    vivit_stem: int = 32  # vivit: channels of a two-layer stride-2 convolutional stem before the tubelets (0: none)
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
@@ -83,11 +84,16 @@ class EncoderConfig:
         if self.image_size < 16 or self.clip_frames < 1 or self.embed_frames < 1 or self.width < 1:
             raise ValueError(f"bad encoder config: {self}")
         if self.encoder == "vivit":
-            if self.image_size % self.vivit_patch or self.clip_frames % self.vivit_tubelet:
+            grid = self.image_size // (4 if self.vivit_stem else 1)  # the stem halves the frame twice
+            if grid % self.vivit_patch or self.clip_frames % self.vivit_tubelet or self.image_size % 4 and self.vivit_stem:
                 raise ValueError(
-                    f"vivit needs image_size ({self.image_size}) divisible by vivit_patch ({self.vivit_patch})"
-                    f" and clip_frames ({self.clip_frames}) divisible by vivit_tubelet ({self.vivit_tubelet})"
+                    f"vivit needs image_size ({self.image_size}, over 4 with a stem) divisible by vivit_patch"
+                    f" ({self.vivit_patch}) and clip_frames ({self.clip_frames}) divisible by vivit_tubelet"
+                    f" ({self.vivit_tubelet})"
                 )
+            if self.embed_frames % self.clip_frames:
+                raise ValueError(f"vivit embeds in clips: embed_frames ({self.embed_frames}) must be a multiple of "
+                                 f"clip_frames ({self.clip_frames})")
             if self.vivit_dim % self.vivit_heads:
                 raise ValueError(f"vivit_dim ({self.vivit_dim}) must be divisible by vivit_heads ({self.vivit_heads})")
 
@@ -196,17 +202,25 @@ class ResNetVideoEncoder(nn.Module):
 class ViViTEncoder(nn.Module):
     """A small ViViT-style spatio-temporal transformer (Arnab et al. 2021, tubelet embedding).
 
-    Non-overlapping tubelets of vivit_tubelet frames x vivit_patch^2 pixels become tokens, with a
-    learned position embedding over (time, space); a pre-norm transformer attends jointly over all
-    of them, and the mean of the final tokens is the clip's feature.
+    A two-layer convolutional stem (stride 2 each, as in hybrid vision transformers; Xiao et al.
+    2021 show that such early convolutions make ViTs train far more stably) turns every frame
+    into a 16x16 feature map at 64x64; non-overlapping tubelets of vivit_tubelet frames x
+    vivit_patch^2 of its cells become tokens, with a learned position embedding over (time,
+    space); a pre-norm transformer attends jointly over all of them, and the mean of the final
+    tokens is the clip's feature. vivit_stem=0 makes tubelets of raw pixels instead.
     """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        dim, p, tube = config.vivit_dim, config.vivit_patch, config.vivit_tubelet
-        self.num_tokens = (config.clip_frames // tube) * (config.image_size // p) ** 2
-        self.to_tokens = nn.Conv3d(3, dim, kernel_size=(tube, p, p), stride=(tube, p, p))
+        dim, p, tube, stem = config.vivit_dim, config.vivit_patch, config.vivit_tubelet, config.vivit_stem
+        self.stem = nn.Sequential(  # (B*T, 3, S, S) -> (B*T, stem, S/4, S/4)
+            nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem), nn.GELU(),
+            nn.Conv2d(stem, stem, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem), nn.GELU(),
+        ) if stem else nn.Identity()
+        grid = config.image_size // (4 if stem else 1)
+        self.num_tokens = (config.clip_frames // tube) * (grid // p) ** 2
+        self.to_tokens = nn.Conv3d(stem or 3, dim, kernel_size=(tube, p, p), stride=(tube, p, p))
         self.position = nn.Parameter(torch.randn(1, self.num_tokens, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(
             dim, config.vivit_heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
@@ -223,8 +237,10 @@ class ViViTEncoder(nn.Module):
                 f"vivit expects (B, {self.config.clip_frames}, 3, {self.config.image_size}, "
                 f"{self.config.image_size}) clips, got {tuple(videos.shape)}"
             )
-        # BEGIN SOLUTION (hint: Conv3d tubelets -> (B, N, dim) tokens + position, transformer, layer norm, mean over tokens)
-        x = self.to_tokens(videos.transpose(1, 2))  # (B, dim, T/tube, S/p, S/p)
+        # BEGIN SOLUTION (hint: stem on every frame, Conv3d tubelets -> (B, N, dim) tokens + position, transformer, layer norm, mean over tokens)
+        maps = self.stem(videos.reshape(B * T, C, S, S))  # (B*T, c, s, s): every frame through the stem
+        maps = maps.reshape(B, T, *maps.shape[1:])  # (B, T, c, s, s)
+        x = self.to_tokens(maps.transpose(1, 2))  # (B, dim, T/tube, s/p, s/p)
         x = x.flatten(2).transpose(1, 2) + self.position  # (B, N, dim)
         x = self.norm(self.transformer(x))  # (B, N, dim)
         return x.mean(dim=1)  # (B, dim)
@@ -232,6 +248,10 @@ class ViViTEncoder(nn.Module):
 
 
 ENCODERS = {"resnet18": ResNetVideoEncoder, "vivit": ViViTEncoder}
+# train's optimiser defaults per encoder: what each one's checkpoint in homework/checkpoints was made with.
+# A transformer wants a smaller step and a stronger weight decay than a ResNet with batch norm everywhere.
+RECIPES = {"resnet18": {"learning_rate": 2e-3, "weight_decay": 1e-4},
+           "vivit": {"learning_rate": 1e-3, "weight_decay": 0.05}}
 
 
 def create_encoder(config: EncoderConfig) -> nn.Module:
@@ -275,12 +295,20 @@ def make_augmentation(image_size: int) -> v2.Transform:
     # END SOLUTION
 
 
-def sample_view(video: torch.Tensor, clip_frames: int, augment: v2.Transform) -> torch.Tensor:
-    """A random set of clip_frames frames (kept in time order), augmented as one clip.
+def sample_view(video: torch.Tensor, clip_frames: int, augment: v2.Transform, in_order: bool = False) -> torch.Tensor:
+    """A random set of clip_frames frames in a random order (in time order if IN_ORDER), augmented as one clip.
+
+    Two views see different moments. In time order, a spatio-temporal encoder matches two views
+    of a video by the way its balls move, a shortcut that says nothing about how many there are
+    (the ViViT learned exactly that, and probed worse than its random initialisation). The ResNet
+    averages its frames, so order means nothing to it; its views are sorted only so that the
+    reference's run repeats to the bit.
 
     (T, S, S, 3) uint8 -> (clip_frames, 3, image_size, image_size) float
     """
-    frame_ids = torch.randperm(video.shape[0])[:clip_frames].sort().values  # two views see different moments
+    frame_ids = torch.randperm(video.shape[0])[:clip_frames]  # distinct frames, in random order
+    if in_order:
+        frame_ids = frame_ids.sort().values
     clip = video[frame_ids].permute(0, 3, 1, 2)  # (t, 3, S, S)
     return augment(clip)
 
@@ -288,15 +316,16 @@ def sample_view(video: torch.Tensor, clip_frames: int, augment: v2.Transform) ->
 class ViewPairs(torch.utils.data.Dataset):
     """Video i -> two independently augmented views of it, each (clip_frames, 3, S, S)."""
 
-    def __init__(self, videos: torch.Tensor, clip_frames: int, augment: v2.Transform):
+    def __init__(self, videos: torch.Tensor, clip_frames: int, augment: v2.Transform, in_order: bool = False):
         self.videos, self.clip_frames, self.augment = videos, clip_frames, augment  # videos: (N, T, S, S, 3)
+        self.in_order = in_order
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         video = self.videos[i]
-        return sample_view(video, self.clip_frames, self.augment), sample_view(video, self.clip_frames, self.augment)
+        return tuple(sample_view(video, self.clip_frames, self.augment, self.in_order) for _ in range(2))
 
 
 def preprocess(videos: np.ndarray | torch.Tensor, clip_frames: int, image_size: int) -> torch.Tensor:
@@ -324,14 +353,16 @@ def embed(encoder: nn.Module, videos: np.ndarray | torch.Tensor, batch_size: int
     This is all a grader needs from an encoder: it fits its own probe on the features.
     """
     config = encoder.config
-    embed_frames = config.embed_frames if config.encoder == "resnet18" else config.clip_frames
+    # The ResNet averages any number of frames; the ViViT sees clips of clip_frames, whose features are averaged.
+    clip = config.embed_frames if config.encoder == "resnet18" else config.clip_frames
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
     out = []
     for start in range(0, len(videos), batch_size):
-        clips = preprocess(videos[start : start + batch_size], embed_frames, config.image_size)
-        out.append(encoder(clips.to(device)).float().cpu())  # (b, D)
+        frames = preprocess(videos[start : start + batch_size], config.embed_frames, config.image_size).to(device)
+        clips = [encoder(frames[:, i : i + clip]) for i in range(0, config.embed_frames, clip)]  # (b, D) each
+        out.append(torch.stack(clips).mean(0).float().cpu())  # (b, D)
     encoder.train(was_training)
     return torch.cat(out)
 
@@ -380,6 +411,8 @@ def load_encoder(path: str | Path, expect: EncoderConfig | None = None) -> nn.Mo
     except ValueError as e:
         fail(f"{weights}: {e}")
     recorded = record.get("encoder")
+    if recorded is not None:  # a field added since the record was made takes its default, as in the metadata
+        recorded = {**asdict(EncoderConfig()), **recorded}
     if recorded is not None and recorded != asdict(config):
         fail(f"{weights.parent / CONFIG_FILE} disagrees with {weights}: {recorded} vs {asdict(config)}")
     if expect is not None and asdict(expect) != asdict(config):
@@ -435,9 +468,9 @@ def train(
     encoder: str = "resnet18",
     epochs: int = 10,
     batch_size: int = 64,
-    learning_rate: float = 2e-3,
+    learning_rate: float | None = None,
     temperature: float = 0.5,
-    weight_decay: float = 1e-4,
+    weight_decay: float | None = None,
     num_videos: int = 2000,
     clip_frames: int = 2,
     image_size: int = 64,
@@ -463,9 +496,10 @@ def train(
         encoder: resnet18 (frames through a ResNet-18, averaged over time) or vivit (a small ViViT).
         epochs: passes over the training videos.
         batch_size: clips per step per process (each gives 2 views; the loss has 2*batch_size - 2 negatives).
-        learning_rate: peak AdamW learning rate for one process (multiplied by the number of processes).
+        learning_rate: peak AdamW learning rate for one process (multiplied by the number of processes;
+            default: the encoder's in RECIPES, 2e-3 for resnet18 and 1e-3 for vivit).
         temperature: the NT-Xent temperature.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (default: the encoder's in RECIPES, 1e-4 for resnet18, 0.05 for vivit).
         num_videos: training videos (the train split is generated if missing).
         clip_frames: frames sampled per clip (per view).
         image_size: frames are cropped and resized to this many pixels a side.
@@ -484,6 +518,8 @@ def train(
     output_dir = renamed("out_dir", "output_dir", out_dir, output_dir, train)
     learning_rate = renamed("lr", "learning_rate", lr, learning_rate, train)
     check_choice("encoder", encoder, ENCODERS)
+    learning_rate = RECIPES[encoder]["learning_rate"] if learning_rate is None else learning_rate
+    weight_decay = RECIPES[encoder]["weight_decay"] if weight_decay is None else weight_decay
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 2), num_videos=(num_videos, 2), clip_frames=(clip_frames, 1),
                image_size=(image_size, 16), width=(width, 1), projection_dim=(projection_dim, 1), seed=(seed, 0),
                threads=(threads, 0), workers=(workers, 0))
@@ -557,7 +593,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         print(f"SimCLR {encoder}: {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M encoder parameters,"
               f" {len(videos)} videos, {world_size} process(es) x batch {batch_size}, {steps_per_epoch} steps/epoch")
-    pairs = ViewPairs(videos, clip_frames, augment)
+    pairs = ViewPairs(videos, clip_frames, augment, in_order=encoder == "resnet18")  # see sample_view
     started = time.time()
     for epoch in range(start_epoch, epochs):
         # Shuffling and augmentation are seeded by (seed, epoch): a resumed run replays the same epochs,

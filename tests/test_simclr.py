@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 from homework import checkpoint, simclr
 from worlds import balls
@@ -103,6 +104,43 @@ def test_encoders_embed_and_train(encoder):
     features = simclr.embed(model.encoder, videos, batch_size=2)
     assert features.shape == (3, model.encoder.feature_dim)
     torch.testing.assert_close(features, simclr.embed(model.encoder, videos))  # no randomness at eval
+
+
+def test_vivit_tokens_and_a_few_steps_lower_its_loss():
+    """The stem halves each frame twice, tubelets tile what is left; a few steps on one batch fit it."""
+    torch.manual_seed(0)
+    config = simclr.EncoderConfig(encoder="vivit", image_size=32, clip_frames=4, embed_frames=8, vivit_dim=32,
+                                  vivit_depth=2, vivit_heads=2, vivit_patch=2, vivit_tubelet=2, vivit_stem=8)
+    model = simclr.SimCLR(config, projection_dim=16)
+    assert model.encoder.num_tokens == (4 // 2) * (32 // 4 // 2) ** 2  # (time, space) tubelets
+    assert model.encoder(torch.randn(3, 4, 3, 32, 32)).shape == (3, 32)
+    with pytest.raises(ValueError, match="vivit expects"):
+        model.encoder(torch.randn(3, 2, 3, 32, 32))
+    videos = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 6, 32, 32, 3), dtype=np.uint8))
+    augment = simclr.make_augmentation(32)
+    views = [torch.stack([simclr.sample_view(v, 4, augment) for v in videos]) for _ in range(2)]  # (8, 4, 3, 32, 32) each
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    criterion, losses = simclr.NTXentLoss(0.5), []
+    for _ in range(8):
+        loss = criterion(*model(*views))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert simclr.embed(model.encoder, videos.numpy()).shape == (8, 32)  # two clips of 4 frames, averaged
+    with pytest.raises(ValueError, match="multiple of"):
+        simclr.EncoderConfig(encoder="vivit", clip_frames=4, embed_frames=6).validate()
+
+
+def test_views_are_in_random_order_unless_asked():
+    video = torch.arange(20, dtype=torch.uint8)[:, None, None, None].expand(20, 4, 4, 3).contiguous()
+    keep = v2.Lambda(lambda clip: clip[:, 0, 0, 0].float())  # a view's frame numbers, in the order drawn
+    torch.manual_seed(0)
+    drawn = [simclr.sample_view(video, 5, keep) for _ in range(20)]
+    assert any((d.diff() < 0).any() for d in drawn), "some views should not be in time order"
+    assert all(len(set(d.tolist())) == 5 for d in drawn)  # distinct frames
+    assert all((simclr.sample_view(video, 5, keep, in_order=True).diff() > 0).all() for _ in range(5))
 
 
 def test_stock_width_is_torchvisions_resnet18():
