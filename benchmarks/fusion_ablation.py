@@ -181,8 +181,8 @@ def rescore(checkpoints_dir: str = str(CHECKPOINTS), data_dir: str = shapes_data
     """Score the kept checkpoints again, without training: OUTPUT_DIR/NAME.csv, and the table printed.
 
     Remakes the table's accuracy, loss and parameter columns (and the CPU ms / step, which needs no
-    training); the training columns (seconds per epoch, memory) are the training run's, read from
-    each checkpoint's metrics.json.
+    training), and prints how far they are from the training run's, OUTPUT_DIR/fusion_ablation.csv;
+    the time and memory columns are the training run's alone.
 
     Args:
         checkpoints_dir: a folder of FUSION_DOWNSAMPLE/ checkpoints, as `fusion_ablation` keeps them.
@@ -216,13 +216,10 @@ def rescore(checkpoints_dir: str = str(CHECKPOINTS), data_dir: str = shapes_data
     for model, folder in tqdm(models, desc="rescoring", unit="checkpoint"):
         val_loss, val_acc = fusion.evaluate(model, val)
         _, heldout_acc = fusion.evaluate(model, heldout)
-        trained = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
         rows.append({"fusion": model.config.fusion, "downsample": model.config.downsample,
                      "val_accuracy": round(val_acc, 6), "heldout_accuracy": round(heldout_acc, 6),
                      "val_loss": round(val_loss, 6), "parameters": fusion.count_parameters(model),
-                     "cpu_ms_per_step": round(step_cpu_ms(model.config), 1),
-                     "seconds_per_epoch": trained.get("seconds_per_epoch"),
-                     "training_memory_mb": trained.get("training_memory_mb"), "checkpoint": str(folder)})
+                     "cpu_ms_per_step": round(step_cpu_ms(model.config), 1), "checkpoint": str(folder)})
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -231,6 +228,15 @@ def rescore(checkpoints_dir: str = str(CHECKPOINTS), data_dir: str = shapes_data
     print(f"validation: {len(val)} samples of {data_dir}; held-out: {len(heldout)} samples of {heldout_dir} "
           f"(seed {heldout_seed})")
     print(markdown_table(rows))
+    recorded_path = Path(output_dir) / "fusion_ablation.csv"
+    if recorded_path.exists():
+        with recorded_path.open() as f:
+            recorded = {(r["fusion"], r["downsample"]): r for r in csv.DictReader(f)}
+        gaps = [abs(float(recorded[key][col]) - row[col]) for row in rows
+                if (key := (row["fusion"], row["downsample"])) in recorded
+                for col in ("val_accuracy", "heldout_accuracy", "val_loss")]
+        if gaps:
+            print(f"largest difference from {recorded_path} (accuracies, val loss): {max(gaps):.6f}")
     print(f"wrote {csv_path}")
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import shutil
 from pathlib import Path
+
+import pytest
+
+from benchmarks import fusion_ablation
+from homework import fusion, shapes_data
+from worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +50,28 @@ def test_real_stk_benchmark_tables_its_results(tmp_path):
     assert "| pretrain base | 2000 | 3000 | this run |" in table and "| train vlm | ? |  | from its record |" in table
     real_stk._plot(results, tmp_path / "real.png")
     assert (tmp_path / "real.png").stat().st_size > 1000
+
+
+def test_fusion_ablation_rescores_a_kept_checkpoint(tmp_path, capsys):
+    """`python -m benchmarks.fusion_ablation rescore` scores kept checkpoints again without training: one here,
+    the committed reference copied as the late / stride run, on tiny validation and held-out sets."""
+    kept = tmp_path / "kept"
+    with pytest.raises(SystemExit, match="holds no checkpoints"):
+        fusion_ablation.rescore(checkpoints_dir=str(kept), output_dir=str(tmp_path))
+    shutil.copytree(fusion.REFERENCE_DIR, kept / "late_stride")
+    shapes.generate(num_samples=5, seed=5, data_dir=str(tmp_path / "train"), workers=1, quiet=True)
+    shapes.generate(num_samples=5, seed=6, data_dir=str(tmp_path / "heldout"), workers=1, quiet=True)
+    args = {"checkpoints_dir": str(kept), "data_dir": str(tmp_path / "train"), "heldout_dir": str(tmp_path / "heldout"),
+            "heldout_seed": 6, "output_dir": str(tmp_path), "threads": 1}
+    fusion_ablation.rescore(**args)
+    with (tmp_path / "fusion_ablation_rescore.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["fusion"], r["downsample"]) for r in rows] == [("late", "stride")]
+    model = fusion.load_model(kept / "late_stride")
+    _, heldout_acc = fusion.evaluate(model, shapes_data.load_split(str(tmp_path / "heldout"), "all"))
+    assert float(rows[0]["heldout_accuracy"]) == round(heldout_acc, 6) and int(rows[0]["parameters"]) == 45_244
+    assert "| late | stride |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--overwrite"):
+        fusion_ablation.rescore(**args)
+    with pytest.raises(SystemExit, match="training data's seed"):
+        fusion_ablation.rescore(**{**args, "heldout_seed": 5, "overwrite": True})
