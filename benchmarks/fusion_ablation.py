@@ -150,7 +150,9 @@ def main(epochs: int = 8, subset: bool = False, data_dir: str = shapes_data.DEFA
         writer.writerows(rows)
     plot_ablation(rows, png_path, f"held-out: {len(heldout)} samples, seed {heldout_seed}; "
                                   f"{'30% subset' if subset else 'full train split'}, {epochs} epochs")
-    print(f"\nwrote {csv_path} and {png_path}")
+    val_samples = len(shapes_data.split_ids(data_dir, "valid", subset))
+    csv_path.with_suffix(".md").write_text(readme_table(rows, val_samples, len(heldout)))
+    print(f"\nwrote {csv_path}, {png_path} and {csv_path.with_suffix('.md')}")
     for row in rows:
         print(f"{row['fusion']:9s} {row['downsample']:7s} held-out {row['heldout_accuracy']:.4f} "
               f"val_loss {row['val_loss']:.4f} params {row['parameters']:7,d} "
@@ -238,6 +240,18 @@ def rescore(checkpoints_dir: str = str(CHECKPOINTS), data_dir: str = shapes_data
         if gaps:
             print(f"largest difference from {recorded_path} (accuracies, val loss): {max(gaps):.6f}")
     print(f"wrote {csv_path}")
+
+
+def readme_table(rows: list[dict], val_samples: int, heldout_samples: int) -> str:
+    """The README's table of a run: every column, in Markdown (what NAME.md holds)."""
+    lines = [f"| fusion | downsample | val acc ({val_samples}) | held-out acc ({heldout_samples}) | val loss | parameters "
+             "| CPU ms / step | s / epoch (wall, shared CPU) | training memory (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['fusion']} | {r['downsample']} | {100 * float(r['val_accuracy']):.2f}% "
+              f"| {100 * float(r['heldout_accuracy']):.2f}% | {float(r['val_loss']):.4f} | {int(r['parameters']):,} "
+              f"| {float(r['cpu_ms_per_step']):.0f} | {float(r['seconds_per_epoch']):.1f} "
+              f"| {float(r['training_memory_mb']):.0f} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(rows: list[dict]) -> str:
