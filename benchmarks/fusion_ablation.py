@@ -169,6 +169,12 @@ def load_heldout(heldout_dir: str, heldout_seed: int) -> shapes_data.ShapesSplit
     return shapes_data.load_split(heldout_dir, "all")
 
 
+def shown_path(path: Path) -> str:
+    """PATH relative to the repository when it lies inside it (so that results name no machine's folders)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def keep_checkpoint(run: Path, kept: Path) -> None:
     """Copy a run's best checkpoint (KEPT_FILES) to KEPT, replacing what was there."""
     shutil.rmtree(kept, ignore_errors=True)
@@ -221,7 +227,7 @@ def rescore(checkpoints_dir: str = str(CHECKPOINTS), data_dir: str = shapes_data
         rows.append({"fusion": model.config.fusion, "downsample": model.config.downsample,
                      "val_accuracy": round(val_acc, 6), "heldout_accuracy": round(heldout_acc, 6),
                      "val_loss": round(val_loss, 6), "parameters": fusion.count_parameters(model),
-                     "cpu_ms_per_step": round(step_cpu_ms(model.config), 1), "checkpoint": str(folder)})
+                     "cpu_ms_per_step": round(step_cpu_ms(model.config), 1), "checkpoint": shown_path(folder)})
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -39,21 +39,26 @@ def timed(command: list[str], cwd: Path) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def short(title: str) -> str:
+    """An assignment's name as the README's tables write it: "VLM" of "VLM: questions about kart frames"."""
+    return title.split(":")[0]
+
+
 def tables(results: dict) -> str:
     """The times table and the scores table, in Markdown."""
     report, times = results["report"], results["seconds"]
     lines = ["| step | wall-clock (s) |", "|---|---|",
              f"| `python bundle.py homework ref` | {times['bundle']:.1f} |",
              f"| held-out sets, seed {results['seed']} (`python -m grader heldout`, once per seed) | {times['heldout']:.1f} |",
-             f"| grading, the sets cached (`python -m grader ref.zip`) | {times['grade']:.1f} |"]
+             f"| grading, the sets cached (`python -m grader ref.zip`), in all | {times['grade']:.1f} |"]
     for a in report["assignments"].values():
-        lines.append(f"| &nbsp; {a['title']} child | {a['seconds']:.1f} |")
+        lines.append(f"| &nbsp; {short(a['title'])}'s child | {a['seconds']:.1f} |")
     lines += ["", "| assignment | accuracy | points |", "|---|---|---|"]
     for a in report["assignments"].values():
         groups = ", ".join(f"{g['group']} {100 * g['accuracy']:.1f}%" for g in a["table"] if g["group"] != "all")
         extra = round(max(a["score"] - a["max_score"], 0), 2)  # points above the maximum: extra credit
         accuracy = "" if a["accuracy"] is None else f"{100 * a['accuracy']:.1f}%"
-        lines.append(f"| {a['title']} | {accuracy}{f' ({groups})' if groups else ''} | "
+        lines.append(f"| {short(a['title'])} | {accuracy}{f' ({groups})' if groups else ''} | "
                      f"{a['score'] - extra:g} / {a['max_score']:g}{f', +{extra:g}' if extra else ''} |")
     return "\n".join(lines) + "\n"
 
