@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks import fusion_ablation
-from homework import fusion, shapes_data
+from benchmarks import cilp_stages, fiftyone_app, fusion_ablation, grading_times
+from homework import cilp, fusion, shapes_data
 from worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +76,33 @@ def test_fusion_ablation_rescores_a_kept_checkpoint(tmp_path, capsys):
         fusion_ablation.rescore(**args)
     with pytest.raises(SystemExit, match="training data's seed"):
         fusion_ablation.rescore(**{**args, "heldout_seed": 5, "overwrite": True})
+
+
+def test_cilp_stages_tables_a_finished_checkpoint(tmp_path):
+    """The CILP stages table from what a finetune checkpoint recorded (the committed reference's record)."""
+    record = json.loads((cilp.REFERENCE_DIR / "config.json").read_text())
+    results = {"training": record["training"], "metrics": record["metrics"], "val_samples": 400,
+               "heldout": {90210: {"data_dir": "data/shapes_heldout", "n": 2000, "accuracy": 0.994}}}
+    table = cilp_stages.table(results)
+    assert "| pretrain (6 epochs) | contrastive validation loss, batches of 32 | 0.487 (chance 3.47; bar < 3.2) |" in table
+    assert "| finetune (20 epochs, flips + up to 4-pixel shifts) | RGB-only validation accuracy | 99.00% |" in table
+    assert "| test | RGB-only accuracy, `data/shapes_heldout` (seed 90210, 2,000) | 99.40% |" in table
+    with pytest.raises(SystemExit, match="not a CILP finetune checkpoint"):
+        cilp_stages.main(checkpoint=str(tmp_path), output_dir=str(tmp_path))
+
+
+def test_grading_times_tables():
+    report = {"assignments": {"fusion": {"title": "Fusion: cubes or spheres", "seconds": 3.1, "accuracy": 0.999,
+                                         "score": 25, "max_score": 25, "table": [{"group": "cubes", "accuracy": 1.0}]},
+                              "vlm": {"title": "VLM: questions", "seconds": 8.9, "accuracy": 0.93, "score": 55,
+                                      "max_score": 50, "table": []}}}
+    md = grading_times.tables({"seed": 12345, "seconds": {"bundle": 0.4, "heldout": 14.0, "grade": 27.0},
+                               "report": report})
+    assert "| held-out sets, seed 12345 (`python -m grader heldout`, once per seed) | 14.0 |" in md
+    assert "| Fusion | 99.9% (cubes 100.0%) | 25 / 25 |" in md and "| VLM | 93.0% | 50 / 50, +5 |" in md
+    assert "| &nbsp; Fusion's child | 3.1 |" in md
+
+
+def test_fiftyone_app_needs_a_chromium():
+    with pytest.raises(SystemExit, match="no Chromium found"):
+        fiftyone_app.find_chromium("no-such-browser-here")
