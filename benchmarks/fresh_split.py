@@ -21,6 +21,7 @@ import fire
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo is the package root
 from benchmarks.curves import RESULTS  # noqa: E402
 from homework.cli_checks import check_int, fail  # noqa: E402
+from worlds import kart  # noqa: E402
 
 
 def tables(results: dict) -> str:
@@ -50,10 +51,6 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
         name: the output files' name, without extension.
         overwrite: replace NAME.json / NAME.md if they exist.
     """
-    from homework import clip, finetune
-    from homework.data import VQADataset, benchmark
-    from worlds import kart
-
     check_int("seed", seed, 0)
     check_int("num_frames", num_frames, 1)
     check_int("vlm_samples", vlm_samples, 1)
@@ -63,6 +60,9 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
     json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
     if (json_path.exists() or md_path.exists()) and not overwrite:
         fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    from homework import clip, finetune  # imported here: transformers takes a while, and --help need not wait
+    from homework.data import VQADataset, benchmark
+
     folder = Path(data_dir) / split
     if not any(folder.glob("*_info.json")):
         kart.generate(split=split, num_frames=num_frames, seed=seed, data_dir=data_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cilp_stages, fiftyone_app, fusion_ablation, grading_times
+from benchmarks import cilp_stages, fiftyone_app, fresh_split, fusion_ablation, grading_times
 from homework import cilp, fusion, shapes_data
 from worlds import shapes
 
@@ -106,3 +106,13 @@ def test_grading_times_tables():
 def test_fiftyone_app_needs_a_chromium():
     with pytest.raises(SystemExit, match="no Chromium found"):
         fiftyone_app.find_chromium("no-such-browser-here")
+
+
+def test_fresh_split_tables_and_refuses_a_training_seed(tmp_path):
+    results = {m: {"accuracy": 0.9, "per_group": {"ego": 1.0, "count": 0.8}, "counts": {"ego": 5, "count": 5}}
+               for m in ("vlm", "clip")}
+    md = fresh_split.tables(results)
+    assert "| family | n | accuracy |" in md and "| template | n | accuracy |" in md
+    assert md.count("| count | 5 | 80.0% |") == 2 and md.count("| all | 10 | 90.0% |") == 2
+    with pytest.raises(SystemExit, match="seed of a split the kit trains"):
+        fresh_split.main(seed=1000, output_dir=str(tmp_path))
