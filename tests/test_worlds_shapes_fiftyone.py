@@ -48,7 +48,7 @@ def test_metadata_is_a_grouped_legacy_folder_with_the_statistics(tiny, folder):
     info = metadata["info"]
     assert info["statistics"] == json.loads((tiny / "stats.json").read_text())
     assert info["classes"] == list(shapes.CLASSES)
-    assert info["splits"] == {"train": 16, "val": 4, "subset_train": 4, "subset_val": 2}
+    assert info["splits"] == {"train": 16, "valid": 4, "subset_train": 4, "subset_valid": 2}
     assert info["world"]["seed"] == 5 and len(info["sensor"]["zenith_rad"]) == shapes.SIZE
 
 

@@ -158,8 +158,8 @@ def write_folder(data_dir: str | Path, output: str | Path, split: str = "all", o
         "source": str(root),
         "world": {"name": "shapes", **meta},
         "statistics": stats,
-        "splits": {key: len(value) for key, value in splits.items() if key != "subset" and isinstance(value, list)}
-        | {f"subset_{key}": len(value) for key, value in splits["subset"].items()},
+        "splits": {split: len(splits[key]) for split, key in shapes.SPLIT_KEYS.items()}  # the kit's names
+        | {f"subset_{split}": len(splits["subset"][key]) for split, key in shapes.SPLIT_KEYS.items()},
         "sensor": {"frame": "x forward, y left, z up; origin at the sensor", "height_m": shapes.SENSOR_HEIGHT,
                    "beams": [shapes.SIZE, shapes.SIZE], "max_range_m": shapes.MAX_RANGE,
                    "azimuth_rad": [round(float(a), 6) for a in azimuth],
