@@ -1,14 +1,15 @@
 """Every fusion kind x downsampling of `homework.fusion`, trained and scored: a CSV and a figure.
 
     python -m benchmarks.fusion_ablation                       # 8 epochs each, about 30 minutes
-    python -m benchmarks.fusion_ablation --epochs 1 --subset   # a quick look
+    python -m benchmarks.fusion_ablation --epochs 1 --subset --name quick   # a quick look (quick_checkpoints/)
     python -m benchmarks.fusion_ablation rescore               # the kept checkpoints, scored again, no training
 
 Each run is `python -m homework.fusion train` in a fresh process, then scored on the validation
 split and on a held-out dataset generated from a seed never used in training. Writes
 OUTPUT_DIR/NAME.csv and .png (default benchmarks/results/fusion_ablation.{csv,png}), and keeps
 each run's best checkpoint (model.safetensors, config.json, metrics.json: about 0.2 MB) in
-CHECKPOINTS_DIR/FUSION_DOWNSAMPLE (default benchmarks/results/ablation_checkpoints/, committed),
+CHECKPOINTS_DIR/FUSION_DOWNSAMPLE (default benchmarks/results/ablation_checkpoints/, committed, for
+the default NAME; OUTPUT_DIR/NAME_checkpoints/ for another),
 so that `rescore` remakes the accuracy columns of the table without retraining.
 
 What each column measures:
@@ -42,6 +43,7 @@ from homework.cli_checks import check_int, fail, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = RESULTS / "ablation_checkpoints"  # CHECKPOINTS/FUSION_DOWNSAMPLE: each run's best checkpoint
+DEFAULT_NAME = "fusion_ablation"
 KEPT_FILES = (fusion.WEIGHTS, "config.json", "metrics.json")  # what a kept checkpoint holds
 
 # The baseline child: what a training run holds before its first step (imports, both splits, a model).
@@ -86,8 +88,8 @@ def step_cpu_ms(config: fusion.FusionConfig, batch_size: int = 64, steps: int = 
 
 def main(epochs: int = 8, subset: bool = False, data_dir: str = shapes_data.DEFAULT_DATA_DIR,
          heldout_dir: str = "data/shapes_heldout", heldout_seed: int = 90210, output_dir: str = str(RESULTS),
-         name: str = "fusion_ablation", runs_dir: str = "runs/fusion_ablation", threads: int = 0,
-         checkpoints_dir: str = str(CHECKPOINTS), overwrite: bool = False) -> None:
+         name: str = DEFAULT_NAME, runs_dir: str = "runs/fusion_ablation", threads: int = 0,
+         checkpoints_dir: str = "", keep_checkpoints: bool = True, overwrite: bool = False) -> None:
     """Train every fusion kind x downsampling; write OUTPUT_DIR/NAME.csv and OUTPUT_DIR/NAME.png.
 
     Args:
@@ -101,7 +103,8 @@ def main(epochs: int = 8, subset: bool = False, data_dir: str = shapes_data.DEFA
         runs_dir: where the grid's checkpoints go (replaced).
         threads: torch CPU threads per run; 0 = torch's default (every core).
         checkpoints_dir: where each run's best checkpoint is kept (FUSION_DOWNSAMPLE/), for `rescore`;
-            "" keeps none.
+            default OUTPUT_DIR/ablation_checkpoints for the default NAME, else OUTPUT_DIR/NAME_checkpoints.
+        keep_checkpoints: keep them at all (--nokeep_checkpoints: no).
         overwrite: replace NAME.csv / NAME.png, and kept checkpoints, if they exist.
     """
     check_int("epochs", epochs)
@@ -113,6 +116,10 @@ def main(epochs: int = 8, subset: bool = False, data_dir: str = shapes_data.DEFA
     csv_path, png_path = Path(output_dir) / f"{name}.csv", Path(output_dir) / f"{name}.png"
     if (csv_path.exists() or png_path.exists()) and not overwrite:
         fail(f"{csv_path} or {png_path} exists; pass --overwrite or another --output_dir or --name")
+    if keep_checkpoints and not checkpoints_dir:
+        checkpoints_dir = str(Path(output_dir) / ("ablation_checkpoints" if name == DEFAULT_NAME else f"{name}_checkpoints"))
+    if not keep_checkpoints:
+        checkpoints_dir = ""
     if checkpoints_dir and any(Path(checkpoints_dir).glob(f"*/{fusion.WEIGHTS}")) and not overwrite:
         fail(f"{checkpoints_dir} already holds kept checkpoints; pass --overwrite or another --checkpoints_dir")
     heldout = load_heldout(heldout_dir, heldout_seed)
