@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cilp_stages, fiftyone_app, fresh_split, fusion_ablation, grading_times
+from benchmarks import cilp_stages, fiftyone_app, fresh_split, fusion_ablation, grading_times, shapes_times
 from homework import cilp, fusion, shapes_data
 from worlds import shapes
 
@@ -116,3 +116,16 @@ def test_fresh_split_tables_and_refuses_a_training_seed(tmp_path):
     assert md.count("| count | 5 | 80.0% |") == 2 and md.count("| all | 10 | 90.0% |") == 2
     with pytest.raises(SystemExit, match="seed of a split the kit trains"):
         fresh_split.main(seed=1000, output_dir=str(tmp_path))
+
+
+def test_shapes_times_table_and_its_commands(tmp_path):
+    rows = [{"command": "`python -m worlds shapes`", "wall_seconds": 3.9, "cpu_seconds": 7.2, "load_average_before": 1.5},
+            {"command": "`python -m homework.cilp pretrain`", "wall_seconds": 311.0, "cpu_seconds": 191.4,
+             "load_average_before": 6.2}]
+    md = shapes_times.table({"rows": rows})
+    assert "| `python -m worlds shapes` | 3.9 s | 7.2 s | 1.5 |" in md
+    assert "| `python -m homework.cilp pretrain` | 5 min 11 s | 3 min 11 s | 6.2 |" in md
+    commands = shapes_times.commands(tmp_path, 1)
+    assert [args[1] for _, args in commands] == ["worlds", "homework.fusion", "homework.cilp", "homework.cilp",
+                                                 "homework.cilp", "pytest"]
+    assert all(str(tmp_path) in " ".join(args) for _, args in commands[:5])  # nothing of the user's is written
