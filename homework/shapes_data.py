@@ -25,7 +25,7 @@ CLASSES = shapes.CLASSES
 DEFAULT_DATA_DIR = shapes.DEFAULT_DIR
 SPLITS = ("train", "valid", "all")  # the kit's split names; "all" = train + valid (a held-out dataset)
 SPLIT_ALIASES = {"val": "valid"}  # the old spelling, still accepted with a note
-SPLIT_KEYS = {"train": "train", "valid": "val"}  # each split's key in splits.json (worlds/shapes.py writes them)
+SPLIT_KEYS = shapes.SPLIT_KEYS  # each split's key in splits.json (worlds/shapes.py writes them)
 
 
 @dataclass

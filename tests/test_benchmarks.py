@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 from pathlib import Path
+
+import pytest
+
+from benchmarks import cilp_stages, fiftyone_app, fresh_split, fusion_ablation, grading_times, shapes_times
+from homework import cilp, fusion, shapes_data
+from worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +51,81 @@ def test_real_stk_benchmark_tables_its_results(tmp_path):
     assert "| pretrain base | 2000 | 3000 | this run |" in table and "| train vlm | ? |  | from its record |" in table
     real_stk._plot(results, tmp_path / "real.png")
     assert (tmp_path / "real.png").stat().st_size > 1000
+
+
+def test_fusion_ablation_rescores_a_kept_checkpoint(tmp_path, capsys):
+    """`python -m benchmarks.fusion_ablation rescore` scores kept checkpoints again without training: one here,
+    the committed reference copied as the late / stride run, on tiny validation and held-out sets."""
+    kept = tmp_path / "kept"
+    with pytest.raises(SystemExit, match="holds no checkpoints"):
+        fusion_ablation.rescore(checkpoints_dir=str(kept), output_dir=str(tmp_path))
+    shutil.copytree(fusion.REFERENCE_DIR, kept / "late_stride")
+    shapes.generate(num_samples=5, seed=5, data_dir=str(tmp_path / "train"), workers=1, quiet=True)
+    shapes.generate(num_samples=5, seed=6, data_dir=str(tmp_path / "heldout"), workers=1, quiet=True)
+    args = {"checkpoints_dir": str(kept), "data_dir": str(tmp_path / "train"), "heldout_dir": str(tmp_path / "heldout"),
+            "heldout_seed": 6, "output_dir": str(tmp_path), "threads": 1}
+    fusion_ablation.rescore(**args)
+    with (tmp_path / "fusion_ablation_rescore.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["fusion"], r["downsample"]) for r in rows] == [("late", "stride")]
+    model = fusion.load_model(kept / "late_stride")
+    _, heldout_acc = fusion.evaluate(model, shapes_data.load_split(str(tmp_path / "heldout"), "all"))
+    assert float(rows[0]["heldout_accuracy"]) == round(heldout_acc, 6) and int(rows[0]["parameters"]) == 45_244
+    assert "| late | stride |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--overwrite"):
+        fusion_ablation.rescore(**args)
+    with pytest.raises(SystemExit, match="training data's seed"):
+        fusion_ablation.rescore(**{**args, "heldout_seed": 5, "overwrite": True})
+
+
+def test_cilp_stages_tables_a_finished_checkpoint(tmp_path):
+    """The CILP stages table from what a finetune checkpoint recorded (the committed reference's record)."""
+    record = json.loads((cilp.REFERENCE_DIR / "config.json").read_text())
+    results = {"training": record["training"], "metrics": record["metrics"], "val_samples": 400,
+               "heldout": {90210: {"data_dir": "data/shapes_heldout", "n": 2000, "accuracy": 0.994}}}
+    table = cilp_stages.table(results)
+    assert "| pretrain (6 epochs) | contrastive validation loss, batches of 32 | 0.487 (chance 3.47; bar < 3.2) |" in table
+    assert "| finetune (20 epochs, flips + up to 4-pixel shifts) | RGB-only validation accuracy | 99.00% |" in table
+    assert "| test | RGB-only accuracy, `data/shapes_heldout` (seed 90210, 2,000) | 99.40% |" in table
+    with pytest.raises(SystemExit, match="not a CILP finetune checkpoint"):
+        cilp_stages.main(checkpoint=str(tmp_path), output_dir=str(tmp_path))
+
+
+def test_grading_times_tables():
+    report = {"assignments": {"fusion": {"title": "Fusion: cubes or spheres", "seconds": 3.1, "accuracy": 0.999,
+                                         "score": 25, "max_score": 25, "table": [{"group": "cubes", "accuracy": 1.0}]},
+                              "vlm": {"title": "VLM: questions", "seconds": 8.9, "accuracy": 0.93, "score": 55,
+                                      "max_score": 50, "table": []}}}
+    md = grading_times.tables({"seed": 12345, "seconds": {"bundle": 0.4, "heldout": 14.0, "grade": 27.0},
+                               "report": report})
+    assert "| held-out sets, seed 12345 (`python -m grader heldout`, once per seed) | 14.0 |" in md
+    assert "| Fusion | 99.9% (cubes 100.0%) | 25 / 25 |" in md and "| VLM | 93.0% | 50 / 50, +5 |" in md
+    assert "| &nbsp; Fusion's child | 3.1 |" in md
+
+
+def test_fiftyone_app_needs_a_chromium():
+    with pytest.raises(SystemExit, match="no Chromium found"):
+        fiftyone_app.find_chromium("no-such-browser-here")
+
+
+def test_fresh_split_tables_and_refuses_a_training_seed(tmp_path):
+    results = {m: {"accuracy": 0.9, "per_group": {"ego": 1.0, "count": 0.8}, "counts": {"ego": 5, "count": 5}}
+               for m in ("vlm", "clip")}
+    md = fresh_split.tables(results)
+    assert "| family | n | accuracy |" in md and "| template | n | accuracy |" in md
+    assert md.count("| count | 5 | 80.0% |") == 2 and md.count("| all | 10 | 90.0% |") == 2
+    with pytest.raises(SystemExit, match="seed of a split the kit trains"):
+        fresh_split.main(seed=1000, output_dir=str(tmp_path))
+
+
+def test_shapes_times_table_and_its_commands(tmp_path):
+    rows = [{"command": "`python -m worlds shapes`", "wall_seconds": 3.9, "cpu_seconds": 7.2, "load_average_before": 1.5},
+            {"command": "`python -m homework.cilp pretrain`", "wall_seconds": 311.0, "cpu_seconds": 191.4,
+             "load_average_before": 6.2}]
+    md = shapes_times.table({"rows": rows})
+    assert "| `python -m worlds shapes` | 3.9 s | 7.2 s | 1.5 |" in md
+    assert "| `python -m homework.cilp pretrain` | 5 min 11 s | 3 min 11 s | 6.2 |" in md
+    commands = shapes_times.commands(tmp_path, 1)
+    assert [args[1] for _, args in commands] == ["worlds", "homework.fusion", "homework.cilp", "homework.cilp",
+                                                 "homework.cilp", "pytest"]
+    assert all(str(tmp_path) in " ".join(args) for _, args in commands[:5])  # nothing of the user's is written

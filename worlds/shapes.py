@@ -16,6 +16,8 @@ Layout of a dataset (`python -m worlds shapes --num_samples 1000 --seed 0`):
       stats.json             counts, per-channel mean/std, range histogram
       meta.json              the options that made it (seed, num_samples, version)
 
+`python -m worlds shapes fiftyone` writes it as a grouped FiftyOne dataset folder (worlds/shapes_fiftyone.py).
+
 Sensor frame: x forward, y left, z up, origin at the sensor (SENSOR_HEIGHT above the floor).
 A range of 0 (`NO_RETURN`) marks a beam with no return (sky, beyond MAX_RANGE, or a dropout).
 `beams_to_cartesian` turns a scan into (x, y, z, valid) channels.
@@ -54,6 +56,7 @@ DROPOUT = 0.005  # fraction of beams that randomly return nothing
 PIXEL_NOISE = 3.0  # std of camera noise, in 0-255 units
 VAL_FRACTION = 0.2
 SUBSET_FRACTION = 0.3
+SPLIT_KEYS = {"train": "train", "valid": "val"}  # the kit's split names -> their keys in splits.json
 HIST_BINS = np.arange(0.0, MAX_RANGE + 1.0, 1.0)  # range histogram bin edges, metres
 CHUNK = 50  # samples per work item; fixed so bytes and stats do not depend on the worker count
 DEFAULT_DIR = "data/assessment"
@@ -617,4 +620,44 @@ def benchmark(num_samples: int = 1000, workers: int = 0, scratch: str = "data") 
           f"per sample, so about {cores * total / cpu:.0f} samples/s on {cores} idle cores")
 
 
-COMMANDS = {"generate": generate, "gallery": gallery, "stats": stats, "benchmark": benchmark}
+def fiftyone(data_dir: str = DEFAULT_DIR, split: str = "all", output: str = "", load: bool = False,
+             launch: bool = False, name: str = "shapes", port: int = 5151, overwrite: bool = False) -> None:
+    """Write the dataset as a grouped FiftyOne dataset folder (rgb + lidar slices); optionally load it and open the App.
+
+    Args:
+        data_dir: a dataset made by `python -m worlds shapes` (the default one is generated if missing).
+        split: all | train | valid: which samples to write ("val" still works).
+        output: the folder to write; default DATA_DIR_fiftyone (DATA_DIR_fiftyone_SPLIT for one split).
+        load: also make the persistent FiftyOne dataset NAME from it (needs FiftyOne: requirements-fiftyone.txt).
+        launch: also open the FiftyOne App on it, until Ctrl-C (loads it first; kept only with --load).
+        name: the FiftyOne dataset's name, for --load and --launch.
+        port: the App's port, for --launch.
+        overwrite: replace the folder at OUTPUT (a FiftyOne folder only) and a FiftyOne dataset NAME.
+    """
+    from worlds import shapes_fiftyone as fo_folder  # imports this module; FiftyOne only for --load/--launch
+
+    if split == "val":
+        print("note: --split val is now spelled --split valid; the old name goes in the next release")
+        split = "valid"
+    if split not in fo_folder.SPLITS:
+        raise SystemExit(f"error: --split must be one of {', '.join(fo_folder.SPLITS)}, got {split!r}")
+    for flag, value in (("load", load), ("launch", launch), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise SystemExit(f"error: --{flag} is a switch (--{flag} or --no{flag}), got {value!r}")
+    if not isinstance(name, str) or not name.strip():
+        raise SystemExit(f"error: --name must be a non-empty dataset name, got {name!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise SystemExit(f"error: --port must be an integer from 1 to 65535, got {port!r}")
+    if load or launch:
+        fo_folder.import_fiftyone("--load" if load else "--launch")  # before any work: a missing FiftyOne is one line
+    if Path(data_dir) == Path(DEFAULT_DIR):
+        ensure(data_dir)
+    folder = fo_folder.write_folder(data_dir, output or fo_folder.default_output(data_dir, split), split, overwrite)
+    if load or launch:
+        dataset = fo_folder.load_dataset(folder, name, persistent=load, overwrite=overwrite)
+        print(dataset)
+        if launch:
+            fo_folder.launch_app(dataset, port)
+
+
+COMMANDS = {"generate": generate, "gallery": gallery, "stats": stats, "benchmark": benchmark, "fiftyone": fiftyone}
