@@ -5,7 +5,8 @@
 A tiny CLIP vision tower (CLIPVisionModelWithProjection, 64 x 64 pictures) and a tiny Wav2Vec2Model
 learn, on the robot world's own `pretrain` split (never the assignment's train split) and with no
 label at all, which signals belong to the same episode: an InfoNCE loss over every pair of the
-top camera, the side camera, the audio and a throwaway MLP over the pressure and EMG features.
+top camera, the side camera, the audio and a throwaway MLP over the pressure and EMG features,
+plus one between each picture and a re-lit, noisier copy of itself (SimCLR-style).
 What the sensors share (the material's look, ring and stiffness; the force in the whine and the
 pressure; the object's size in both pictures) is what the encoders learn to keep. The audio is
 cropped to a random second around the contact (the loud part) to keep the steps cheap.
@@ -53,16 +54,26 @@ class Pretrainer(nn.Module):
                                     "audio": nn.Linear(self.audio.out_dim, dim)})
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
-    def loss(self, inputs: dict, crop_start: torch.Tensor) -> torch.Tensor:
+    def loss(self, inputs: dict, crop_start: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cams = inputs["camera_images"]
         z = {c: self.heads[c](self.vision(cams[c])) for c in ("camera1", "camera2")}
+        # each picture against a re-lit, noisier copy of itself: keeps what no other sensor shares
+        # (the side camera's grasp height), which the cross-modal pairs alone would let go
+        views = {c: self.heads[c](self.vision(jitter(cams[c], generator))) for c in ("camera1", "camera2")}
         clips = torch.stack([a[s:s + CROP] for a, s in zip(inputs["audio"], crop_start.tolist(), strict=True)])
         z["audio"] = self.heads["audio"](self.audio(clips))
         feats = torch.cat([robot.sensor_features(inputs["pressure"]),
                            robot.sensor_features(inputs["emg"]).flatten(1)], dim=1)
         z["sensors"] = self.sensor(feats)
         pairs = list(combinations(z, 2))
-        return sum(info_nce(z[a], z[b], self.logit_scale) for a, b in pairs) / len(pairs)
+        cross = sum(info_nce(z[a], z[b], self.logit_scale) for a, b in pairs) / len(pairs)
+        return cross + sum(info_nce(z[c], views[c], self.logit_scale) for c in views) / len(views)
+
+
+def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Another exposure of the same pictures: brightness x U(0.85, 1.15) and Gaussian noise (std 0.03)."""
+    gain = 0.85 + 0.3 * torch.rand(len(images), 1, 1, 1, generator=generator)
+    return (images * gain + 0.03 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
 
 
 def pretrain(steps: int = 300, batch_size: int = 48, learning_rate: float = 1e-3, seed: int = 0,
@@ -101,7 +112,7 @@ def pretrain(steps: int = 300, batch_size: int = 48, learning_rate: float = 1e-3
         batch = torch.randperm(n, generator=generator)[:batch_size].numpy()
         inputs = robot.episode_inputs(data, np.sort(batch))
         crop = window - 1000 + torch.randint(0, 1001, (batch_size,), generator=generator)
-        loss = model.loss(inputs, crop)
+        loss = model.loss(inputs, crop, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -205,43 +205,42 @@ def cli(*args, timeout=300):
                                                 "HOME": str(ROOT), "HF_HUB_OFFLINE": "1"})
 
 
-def test_train_test_and_analysis_commands_end_to_end(tmp_path, encoders):
+def test_train_test_and_analysis_commands_end_to_end(tmp_path, encoders, capsys):
     data = tmp_path / "robot"
     for split, n in (("train", 24), ("valid", 12), ("test", 16)):
         world.generate(split=split, num_episodes=n, seed=world.SPLIT_SEEDS[split], data_dir=str(data))
     out = tmp_path / "ckpt"
-    flags = ["--vision_encoder", encoders["vision_encoder"], "--audio_encoder", encoders["audio_encoder"]]
-    trained = cli("train", "--epochs", "2", "--batch_size", "8", "--fusion_dim", "32", "--fusion", "attention",
-                  "--data_dir", str(data), "--output_dir", str(out), "--threads", "1", *flags)
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    robot.train(epochs=2, batch_size=8, fusion_dim=32, fusion="attention", data_dir=str(data), output_dir=str(out),
+                threads=1, **encoders)
     record = json.loads((out / "config.json").read_text())
     assert record["assignment"] == "robot" and record["config"]["fusion"] == "attention"
     assert (out / "model.safetensors").stat().st_size < 2**20  # the frozen encoders are not in it
     m = robot.load_model(out)
-    assert m.anomaly_baseline is not None and float(m.anomaly_baseline["fpr"]) == robot.ANOMALY_FPR
-    common = ["--checkpoint", str(out), "--data_dir", str(data), "--threads", "1"]
-    tested = cli("test", *common)
-    assert tested.returncode == 0, tested.stderr[-2000:]
-    assert tested.stdout.strip().splitlines()[-1].startswith("material_accuracy=")
-    assert "without emg" in tested.stdout and "only camera2" in tested.stdout
-    shapley = cli("contributions", *common, "--out", str(tmp_path / "a"))
-    assert shapley.returncode == 0, shapley.stderr[-2000:]
-    result = json.loads((tmp_path / "a" / "contributions.json").read_text())
+    assert math.isclose(float(m.anomaly_baseline["fpr"]), robot.ANOMALY_FPR, rel_tol=1e-6)
+    with pytest.raises(SystemExit, match="--overwrite"):
+        robot.train(epochs=1, data_dir=str(data), output_dir=str(out), **encoders)
+    common = {"checkpoint": str(out), "data_dir": str(data), "threads": 1}
+    capsys.readouterr()
+    rows = robot.test(**common)
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1].startswith("material_accuracy=")
+    assert set(rows) == {"all", *(f"without {m}" for m in robot.MODALITIES), *(f"only {m}" for m in robot.MODALITIES)}
+    result = robot.contributions(**common, out=str(tmp_path / "a"))
     for task in robot.TASKS:  # efficiency: the values add up to v(all) - v(none)
         r = result[task]
         assert math.isclose(sum(r["shapley"].values()), r["value_all"] - r["value_empty"], abs_tol=1e-3)
-    again = cli("contributions", *common, "--out", str(tmp_path / "a"))
-    assert again.returncode == 1 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
-    found = cli("retrieve", *common, "--database_size", "16", "--queries", "4", "--save_database", str(tmp_path / "db"))
-    assert found.returncode == 0 and "recall@1=" in found.stdout, found.stderr[-2000:]
+    assert (tmp_path / "a" / "contributions.png").stat().st_size > 5000
+    with pytest.raises(SystemExit, match="--overwrite"):
+        robot.contributions(**common, out=str(tmp_path / "a"))
+    recall = robot.retrieve(**common, database_size=16, queries=4, save_database=str(tmp_path / "db"))
+    assert set(recall) == {"recall@1", "recall@5"}
     assert robot.EmbeddingRetrieval.load(tmp_path / "db").embeddings.shape[0] == 16
-    odd = cli("anomaly", "--checkpoint", str(out), "--num", "3", "--threads", "1")
-    assert odd.returncode == 0 and "swap" in odd.stdout and "AUROC" in odd.stdout, odd.stderr[-2000:]
-    rep = cli("report", *common, "--num", "10", "--out", str(tmp_path / "r"))
-    assert rep.returncode == 0, rep.stderr[-2000:]
-    emb = json.loads((tmp_path / "r" / "embeddings_report.json").read_text())
-    assert emb["fused"]["dimension"] == 32 and set(robot.MODALITIES) <= set(emb)
+    odd = robot.anomaly(checkpoint=str(out), num=3, threads=1)
+    assert {"fault", "collision", "swap"} <= set(odd) and 0 <= odd["swap"]["auroc"] <= 1
+    rep = robot.report(**common, num=10, out=str(tmp_path / "r"))
+    assert rep["embeddings"]["fused"]["dimension"] == 32 and set(robot.MODALITIES) <= set(rep["embeddings"])
     assert (tmp_path / "r" / "robustness.png").stat().st_size > 5000
+    assert len(rep["robustness"]["curves"]["audio"]["material"]) == len(robot.NOISE_LEVELS)
 
 
 @pytest.mark.parametrize("command,kwargs,words", [

@@ -22,7 +22,7 @@ Sensors, all recorded before the lift (so the outcome is a prediction, never obs
     emg        (8, 1000) at 1 kHz: channels 0-3 grip (pinch or power pattern), 4-7 lift, mains hum
 
 Outcome, from the physics: the friction the grasp can give over the load the lift asks for,
-    r = mu * force * grasp_factor / (mass * (1 + lift / g) * (1 + 2 height)),
+    r = mu * force * grasp_factor / (mass * (1 + lift / g) * (1 + height)),
 drop below R_DROP, slip below R_SLIP, success above.
 
 Layout of a split (`python -m worlds robot --split train --num_episodes 2000`):
@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from worlds import check_split_name
 
-VERSION = 2
+VERSION = 3
 MATERIALS = ("wood", "rubber", "metal", "glass", "plastic")
 OUTCOMES = ("drop", "slip", "success")
 GRASPS = ("pinch", "power")
@@ -67,7 +67,7 @@ SENSOR_SAMPLES = 1000  # the last second before the lift
 EMG_CHANNELS = 8
 PRESSURE_MAX = 1.5  # the sensor saturates here
 G = 9.81
-R_DROP, R_SLIP = 0.18, 0.68  # outcome thresholds on the friction ratio r
+R_DROP, R_SLIP = 0.25, 0.9  # outcome thresholds on the friction ratio r
 SPLIT_SEEDS = {"pretrain": 1700, "train": 1701, "valid": 1702, "test": 1703}
 SEEN_SPLITS = ("pretrain", "train", "valid")  # the seen objects and operators; every other split: unseen ones
 SEEN_POOL = {"instances": range(0, 12), "operators": range(0, 8)}
@@ -105,7 +105,7 @@ def object_instance(material: int, instance: int) -> dict:
         base, spread = palettes[look]
         colour = np.clip(np.array(base) + rng.normal(0, spread, 3), 0, 1)
     return {"material": material, "instance": instance, "look": look, "colour": colour,
-            "size": rng.uniform(0.8, 1.25), "aspect": rng.uniform(0.9, 1.3),
+            "size": rng.uniform(0.9, 1.15), "aspect": rng.uniform(1.0, 1.2),
             "mu": PHYSICS[name]["mu"] * rng.uniform(0.92, 1.08),
             "density": PHYSICS[name]["density"] * rng.uniform(0.92, 1.08),
             "sound_hz": PHYSICS[name]["sound_hz"] * rng.uniform(0.94, 1.06),
@@ -143,7 +143,7 @@ def sample_causes(seed: int, index: int, pool: dict) -> dict:
     }
     mass = causes["density"] * causes["size"] ** 3
     grip = causes["mu"] * causes["force"] * (1.0, 1.6)[causes["grasp"]]
-    load = mass * (1 + causes["lift"] / G) * (1 + 2 * causes["height"])
+    load = mass * (1 + causes["lift"] / G) * (1 + causes["height"])
     causes["ratio"] = float(grip / load)
     causes["outcome"] = 0 if causes["ratio"] < R_DROP else 1 if causes["ratio"] < R_SLIP else 2
     return causes
@@ -170,7 +170,7 @@ def render_top(c: dict, rng: np.random.Generator, empty: bool = False) -> np.nda
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
     img = np.broadcast_to(c["table"], (IMAGE_SIZE, IMAGE_SIZE, 3)) * (0.92 + 0.08 * xx / IMAGE_SIZE)[..., None]
     cy, cx = 32 + c["offset"][0], 32 + c["offset"][1]
-    r = 9 + 9 * (c["size"] - 0.85) / 0.35
+    r = 9 + 12 * (c["size"] - 0.9) / 0.25
     if not empty:
         mask = _disk(yy, xx, cy, cx, r)
         look, colour = c["look"], c["colour"]
@@ -209,7 +209,7 @@ def render_side(c: dict, rng: np.random.Generator, empty: bool = False) -> np.nd
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
     floor = 52
     img = np.where((yy < floor)[..., None], c["wall"], c["table"]).astype(np.float32)
-    half = 0.9 * (9 + 9 * (c["size"] - 0.85) / 0.35)
+    half = 0.9 * (9 + 12 * (c["size"] - 0.9) / 0.25)
     height = 2 * half * c["aspect"]
     cx = 32 + c["offset"][1]
     if not empty:
@@ -224,9 +224,9 @@ def render_side(c: dict, rng: np.random.Generator, empty: bool = False) -> np.nd
         img = img * (1 - mask[..., None]) + mask[..., None] * body
         jaw = floor - c["height"] * height
         thick = (1.5, 2.5)[c["grasp"]]
-        arm = (0.2, 0.2, 0.22)
-        img = _blend(img, _rect(yy, xx, -1, jaw, cx - 2, cx + 2) * (1 - mask), arm)
-        img = _blend(img, _rect(yy, xx, jaw - thick, jaw + thick, cx - half - 3, cx + half + 3), arm)
+        # the gripper: a dark carriage from the top of the picture down to its orange jaws
+        img = _blend(img, _rect(yy, xx, -1, jaw - thick, cx - half - 3, cx + half + 3), (0.2, 0.2, 0.22))
+        img = _blend(img, _rect(yy, xx, jaw - thick, jaw + thick, cx - half - 4, cx + half + 4), (0.95, 0.5, 0.1))
     img = img * c["light"]
     return np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
 
