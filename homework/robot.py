@@ -216,7 +216,7 @@ def sensor_features(x: torch.Tensor, windows: int = FEATURE_WINDOWS) -> torch.Te
 
     Returns (..., NUM_FEATURES) = (..., 2 * (5 + 2 * windows)). T must be divisible by WINDOWS.
     """
-    # BEGIN SOLUTION (hint: for s in (x, x.diff(dim=-1) padded back to T): [mean, std, min, max, sqrt(mean(s**2))] over T, then s.view(..., windows, T // windows) mean and std; torch.cat the lot on the last dim)
+    # BEGIN SOLUTION (hint: for s in (x, F.pad(x.diff(dim=-1), (1, 0))): [mean, std, min, max, sqrt(mean(s**2))] over T, then s.view(..., windows, T // windows) mean and std; torch.cat the lot on the last dim)
     feats = []
     for s in (x, F.pad(x.diff(dim=-1), (1, 0))):
         feats += [s.mean(-1, keepdim=True), s.std(-1, keepdim=True), s.amin(-1, keepdim=True),
@@ -664,20 +664,50 @@ SWAP_PAIRS = (("camera1", "camera2"), ("camera1", "audio"), ("camera2", "audio")
 
 @torch.no_grad()
 def anomaly_parts(model: RoboticFeedbackSystem, encoded: dict, baseline: dict) -> torch.Tensor:
-    """Raw anomaly evidence (N, 5 + len(SWAP_PAIRS)), larger = stranger:
+    """Raw anomaly evidence (N, 5 + 8 + 2 len(SWAP_PAIRS)), larger = stranger:
 
     - per modality: 1 - the cosine similarity of its embedding to the nearest baseline (normal,
       training) embedding of that modality (a fault or a collision makes a signal unlike any normal one);
-    - per pair of modalities: how much their single-modality material predictions disagree,
-      1 - sum_k sqrt(p_a(k) p_b(k)) (a swap makes each signal normal alone, but not together).
+    - per EMG channel, the same with that channel's own MLP output (one dead channel of eight
+      moves the EMG embedding too little to see);
+    - per pair (a, b) of modalities: how much their single-modality material predictions disagree,
+      1 - sum_k sqrt(p_a(k) p_b(k)), and how far b's embedding is from what a's predicts (a ridge
+      map fitted on normal episodes, baseline['map_a_b']: 1 - cosine). A swap makes each signal
+      normal alone, but not together: another object's size, another grip's force.
     """
     _, per = model.fuse(encoded, return_modality_embeddings=True)
-    # BEGIN SOLUTION (hint: for m: 1 - cosine_similarity(per[m], baseline[m]).amax(1); for (a, b): 1 - (sqrt(p_a * p_b)).sum(1) with p from probabilities(model, encoded, (a,)))
+    channels = emg_channel_embeddings(model, encoded)  # (N, 8, sensor_dim / 8)
+    # BEGIN SOLUTION (hint: for m: 1 - cosine_similarity(per[m], baseline[m]).amax(1); the same for each channels[:, c] against baseline['emg_channels'][:, c]; for (a, b): 1 - (sqrt(p_a * p_b)).sum(1) with p from probabilities(model, encoded, (a,)), then 1 - cosine of cross_predict(per[a], baseline[f'map_{a}_{b}']) with per[b]; torch.stack the parts on dim 1)
     parts = [1 - cosine_similarity(per[m], baseline[m]).amax(1) for m in MODALITIES]
+    parts += [1 - cosine_similarity(channels[:, c], baseline["emg_channels"][:, c]).amax(1)
+              for c in range(channels.shape[1])]
     probs = {m: probabilities(model, encoded, (m,)) for m in {m for pair in SWAP_PAIRS for m in pair}}
     parts += [1 - (probs[a] * probs[b]).sqrt().sum(1) for a, b in SWAP_PAIRS]
+    parts += [1 - F.cosine_similarity(cross_predict(per[a], baseline[f"map_{a}_{b}"]), per[b], dim=-1)
+              for a, b in SWAP_PAIRS]
     return torch.stack(parts, dim=1)
     # END SOLUTION
+
+
+def cross_predict(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A ridge map (D + 1, D'): x (N, D) -> (N, D')."""
+    return x @ weights[:-1] + weights[-1]
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, penalty: float = 10.0) -> torch.Tensor:
+    """The ridge regression (D + 1, D') from x (N, D) to y (N, D'), its bias in the last row."""
+    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
+    eye = torch.eye(x1.shape[1], dtype=torch.float64)
+    eye[-1, -1] = 0  # the bias is not penalised
+    return torch.linalg.solve(x1.T @ x1 + penalty * eye, x1.T @ y.double()).float()
+
+
+@torch.no_grad()
+def emg_channel_embeddings(model: RoboticFeedbackSystem, encoded: dict) -> torch.Tensor:
+    """Each EMG channel's own MLP output, (N, 8, sensor_dim / 8)."""
+    model.eval()
+    out = model.emg_encoder(encoded["emg"])  # (N, sensor_dim), the channels' outputs side by side
+    return out.view(len(out), world.EMG_CHANNELS, -1)
 
 
 def anomaly_scores(model: RoboticFeedbackSystem, encoded: dict, baseline: dict | None = None) -> np.ndarray:
@@ -699,6 +729,9 @@ def fit_anomaly_baseline(model: RoboticFeedbackSystem, train_encoded: dict, vali
     rows = _rows(train_encoded, slice(0, bank_size))
     fused, per = model.fuse(rows, return_modality_embeddings=True)
     baseline = {m: per[m].clone() for m in MODALITIES}
+    baseline["emg_channels"] = emg_channel_embeddings(model, rows)
+    for a, b in SWAP_PAIRS:
+        baseline[f"map_{a}_{b}"] = fit_ridge(per[a], per[b])
     baseline["mean_fused"] = fused.mean(0)
     parts = anomaly_parts(model, valid_encoded, baseline)
     baseline["scale"] = torch.quantile(parts, 0.95, dim=0).clamp_min(1e-6)
@@ -802,7 +835,7 @@ def load_encoded(model: RoboticFeedbackSystem, data_dir: str, split: str) -> tup
     return encode(model, data, desc=f"encoding {split}"), labels_of(data)
 
 
-def train(preset: str = "balanced", fusion: str = "", fusion_dim: int = 0, epochs: int = 40, batch_size: int = 64,
+def train(preset: str = "balanced", fusion: str = "", fusion_dim: int = 128, epochs: int = 40, batch_size: int = 64,
           learning_rate: float = 2e-3, weight_decay: float = 1e-4, vision_encoder: str = "kit",
           audio_encoder: str = "kit", data_dir: str = world.DEFAULT_DIR, output_dir: str = "",
           overwrite: bool = False, seed: int = 0, threads: int = 0) -> None:
@@ -812,7 +845,8 @@ def train(preset: str = "balanced", fusion: str = "", fusion_dim: int = 0, epoch
     Args:
         preset: lightweight | balanced | high_capacity (get_config), the starting config.
         fusion: concat | weighted | attention, to override the preset's.
-        fusion_dim: the embedding size, to override the preset's (0: the preset's).
+        fusion_dim: the embedding size, overriding the preset's (0: the preset's own, 512 for balanced);
+            128 keeps the checkpoint near 1.5 MB and trains in a few minutes on 2 cores.
         epochs: passes over the training split (each episode is encoded once, before the first).
         batch_size: episodes per step.
         learning_rate: peak learning rate (AdamW; linear warm-up over the first epoch, cosine to 0).
@@ -1254,9 +1288,16 @@ def benchmark(presets: str = "lightweight,balanced,high_capacity", repeats: int 
     print("\n".join(lines))
 
 
-def _benchmark_one(preset: str, repeats: int, threads: int) -> dict:
-    import resource
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")), 0.0)
+    except OSError:
+        return 0.0
 
+
+def _benchmark_one(preset: str, repeats: int, threads: int) -> dict:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Wav2Vec2Config, Wav2Vec2Model
 
     torch.set_num_threads(threads)
@@ -1289,7 +1330,7 @@ def _benchmark_one(preset: str, repeats: int, threads: int) -> dict:
     return {"preset": preset, "fusion": config.fusion, "fusion_dim": config.fusion_dim, "encoders": encoders,
             "batch_size": b, "parameters": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_mb": _peak_rss_mb(),
             "ms_per_batch": round(1000 * float(np.median(times)), 1), "threads": torch.get_num_threads()}
 
 

@@ -193,7 +193,7 @@ def test_anomaly_threshold_sits_at_the_stated_false_positive_rate(model):
     scores = robot.anomaly_scores(model, valid, baseline)
     assert abs((scores > float(baseline["threshold"])).mean() - 0.1) <= 0.01
     parts = robot.anomaly_parts(model, valid, baseline)
-    assert parts.shape == (400, 5 + len(robot.SWAP_PAIRS))
+    assert parts.shape == (400, 5 + 8 + 2 * len(robot.SWAP_PAIRS))
     assert np.allclose(scores, (parts / baseline["scale"]).amax(1).numpy())
     assert robot.auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert robot.auroc(np.array([1.0]), np.array([1.0])) == 0.5
