@@ -227,6 +227,26 @@ def sensor_features(x: torch.Tensor, windows: int = FEATURE_WINDOWS) -> torch.Te
     # END SOLUTION
 
 
+HEALTH_STREAMS = ("camera1", "camera2", "audio", "pressure", *(f"emg{c}" for c in range(world.EMG_CHANNELS)))
+
+
+def quietest_stretch(x: torch.Tensor, windows: int = FEATURE_WINDOWS) -> torch.Tensor:
+    """log of the smallest std of the first difference over WINDOWS stretches of x (B, T) -> (B,).
+    Every live sensor has noise: a dead, stuck, saturated, dropped or frozen one has a stretch
+    without any (log(1e-6) = -13.8, where live ones sit near -4)."""
+    d = x.diff(dim=-1)
+    d = d[:, : d.shape[1] // windows * windows].reshape(len(x), windows, -1)  # (B, windows, T / windows)
+    return torch.log(d.std(-1).amin(-1) + 1e-6)
+
+
+def signal_health(camera1, camera2, audio, pressure, emg) -> torch.Tensor:
+    """quietest_stretch of each of HEALTH_STREAMS, (B, 12): each picture's rows in 8 bands, the
+    audio, the pressure and each EMG channel."""
+    streams = [c.mean(1).flatten(1) for c in (camera1, camera2)] + [audio, pressure]  # pictures: grey, row by row
+    streams += [emg[:, c] for c in range(emg.shape[1])]
+    return torch.stack([quietest_stretch(s.float()) for s in streams], dim=1)
+
+
 class SensorMLP(nn.Module):
     """Features (B, NUM_FEATURES) -> (B, out_dim): BatchNorm (the features' scales differ by
     orders of magnitude), then Linear, GELU, Linear."""
@@ -436,6 +456,8 @@ class RoboticFeedbackSystem(nn.Module):
         sizes = {len(v) for v in out.values()}
         if len(sizes) > 1:
             raise ValueError(f"every modality needs the same batch size, got {sorted(sizes)}")
+        if len(out) == len(MODALITIES):  # every stream: how quiet its quietest stretch is (anomaly scores)
+            out["health"] = signal_health(camera_images["camera1"], camera_images["camera2"], audio, pressure, emg)
         return out
 
     def modality_tokens(self, encoded: dict, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -494,10 +516,10 @@ def encode(model: RoboticFeedbackSystem, data: dict, batch_size: int = 64, desc:
     """Every episode of DATA (stored arrays) through the encoders, batched: {modality: (N, ...)}."""
     model.eval()
     n = len(data["audio"])
-    parts: dict[str, list] = {m: [] for m in MODALITIES}
+    parts: dict[str, list] = {}
     for start in tqdm(range(0, n, batch_size), desc=desc, leave=False, disable=n <= batch_size):
         for m, v in model.encode(**episode_inputs(data, slice(start, start + batch_size))).items():
-            parts[m].append(v.cpu())
+            parts.setdefault(m, []).append(v.cpu())
     return {m: torch.cat(v) for m, v in parts.items()}
 
 
@@ -664,12 +686,14 @@ SWAP_PAIRS = (("camera1", "camera2"), ("camera1", "audio"), ("camera2", "audio")
 
 @torch.no_grad()
 def anomaly_parts(model: RoboticFeedbackSystem, encoded: dict, baseline: dict) -> torch.Tensor:
-    """Raw anomaly evidence (N, 5 + 8 + 2 len(SWAP_PAIRS)), larger = stranger:
+    """Raw anomaly evidence (N, 5 + 8 + 12 + 2 len(SWAP_PAIRS)), larger = stranger:
 
     - per modality: 1 - the cosine similarity of its embedding to the nearest baseline (normal,
       training) embedding of that modality (a fault or a collision makes a signal unlike any normal one);
     - per EMG channel, the same with that channel's own MLP output (one dead channel of eight
-      moves the EMG embedding too little to see);
+      moves the EMG embedding little);
+    - per stream (HEALTH_STREAMS), how far its quietest stretch (encoded['health']) sits below the
+      normal median, in units of the normal median - 1% quantile (a dead or stuck sensor is silent);
     - per pair (a, b) of modalities: how much their single-modality material predictions disagree,
       1 - sum_k sqrt(p_a(k) p_b(k)), and how far b's embedding is from what a's predicts (a ridge
       map fitted on normal episodes, baseline['map_a_b']: 1 - cosine). A swap makes each signal
@@ -677,10 +701,12 @@ def anomaly_parts(model: RoboticFeedbackSystem, encoded: dict, baseline: dict) -
     """
     _, per = model.fuse(encoded, return_modality_embeddings=True)
     channels = emg_channel_embeddings(model, encoded)  # (N, 8, sensor_dim / 8)
-    # BEGIN SOLUTION (hint: for m: 1 - cosine_similarity(per[m], baseline[m]).amax(1); the same for each channels[:, c] against baseline['emg_channels'][:, c]; for (a, b): 1 - (sqrt(p_a * p_b)).sum(1) with p from probabilities(model, encoded, (a,)), then 1 - cosine of cross_predict(per[a], baseline[f'map_{a}_{b}']) with per[b]; torch.stack the parts on dim 1)
+    # BEGIN SOLUTION (hint: for m: 1 - cosine_similarity(per[m], baseline[m]).amax(1); the same for each channels[:, c] against baseline['emg_channels'][:, c]; (baseline['health_median'] - encoded['health']) / (median - baseline['health_low']) per stream; for (a, b): 1 - (sqrt(p_a * p_b)).sum(1) with p from probabilities(model, encoded, (a,)), then 1 - cosine of cross_predict(per[a], baseline[f'map_{a}_{b}']) with per[b]; torch.stack the parts on dim 1)
     parts = [1 - cosine_similarity(per[m], baseline[m]).amax(1) for m in MODALITIES]
     parts += [1 - cosine_similarity(channels[:, c], baseline["emg_channels"][:, c]).amax(1)
               for c in range(channels.shape[1])]
+    spread = (baseline["health_median"] - baseline["health_low"]).clamp_min(1e-3)
+    parts += list(((baseline["health_median"] - encoded["health"]) / spread).unbind(1))
     probs = {m: probabilities(model, encoded, (m,)) for m in {m for pair in SWAP_PAIRS for m in pair}}
     parts += [1 - (probs[a] * probs[b]).sqrt().sum(1) for a, b in SWAP_PAIRS]
     parts += [1 - F.cosine_similarity(cross_predict(per[a], baseline[f"map_{a}_{b}"]), per[b], dim=-1)
@@ -730,6 +756,8 @@ def fit_anomaly_baseline(model: RoboticFeedbackSystem, train_encoded: dict, vali
     fused, per = model.fuse(rows, return_modality_embeddings=True)
     baseline = {m: per[m].clone() for m in MODALITIES}
     baseline["emg_channels"] = emg_channel_embeddings(model, rows)
+    baseline["health_median"] = rows["health"].median(0).values
+    baseline["health_low"] = torch.quantile(rows["health"], 0.01, dim=0)
     for a, b in SWAP_PAIRS:
         baseline[f"map_{a}_{b}"] = fit_ridge(per[a], per[b])
     baseline["mean_fused"] = fused.mean(0)

@@ -186,14 +186,15 @@ def test_anomaly_threshold_sits_at_the_stated_false_positive_rate(model):
                 "camera2": torch.randn(n, model.vision.out_dim, generator=g),
                 "audio": torch.randn(n, model.audio.out_dim, generator=g),
                 "pressure": torch.randn(n, robot.NUM_FEATURES, generator=g),
-                "emg": torch.randn(n, 8, robot.NUM_FEATURES, generator=g)}
+                "emg": torch.randn(n, 8, robot.NUM_FEATURES, generator=g),
+                "health": torch.randn(n, len(robot.HEALTH_STREAMS), generator=g)}
 
     valid = fake(400)
     baseline = robot.fit_anomaly_baseline(model, fake(200), valid, fpr=0.1)
     scores = robot.anomaly_scores(model, valid, baseline)
     assert abs((scores > float(baseline["threshold"])).mean() - 0.1) <= 0.01
     parts = robot.anomaly_parts(model, valid, baseline)
-    assert parts.shape == (400, 5 + 8 + 2 * len(robot.SWAP_PAIRS))
+    assert parts.shape == (400, 5 + 8 + 12 + 2 * len(robot.SWAP_PAIRS))
     assert np.allclose(scores, (parts / baseline["scale"]).amax(1).numpy())
     assert robot.auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert robot.auroc(np.array([1.0]), np.array([1.0])) == 0.5
