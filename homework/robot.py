@@ -539,7 +539,7 @@ def predict(model: RoboticFeedbackSystem, encoded: dict, missing: str | None = N
     out: dict[str, list] = {t: [] for t in TASKS}
     for start in range(0, n, batch_size):
         rows = _rows(encoded, slice(start, start + batch_size))
-        logits = model.logits(rows, mask_for(len(rows["audio"]), present))
+        logits = model.logits(rows, mask_for(len(next(iter(rows.values()))), present))
         for t in TASKS:
             out[t].append(logits[t].argmax(-1).cpu())
     return {t: torch.cat(v).numpy() for t, v in out.items()}
