@@ -200,10 +200,10 @@ def test_anomaly_threshold_sits_at_the_stated_false_positive_rate(model):
     assert robot.auroc(np.array([1.0]), np.array([1.0])) == 0.5
 
 
-def cli(*args, timeout=300):
+def cli(*args, home: Path, timeout=300):
     return subprocess.run([sys.executable, "-m", "homework.robot", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
-                                                "HOME": str(ROOT), "HF_HUB_OFFLINE": "1"})
+                                                "HOME": str(home), "HF_HUB_OFFLINE": "1"})
 
 
 def test_train_test_and_analysis_commands_end_to_end(tmp_path, encoders, capsys):
@@ -261,7 +261,7 @@ def test_bad_command_values_are_one_line_errors(command, kwargs, words):
     assert message.startswith("error:") and words in message and "\n" not in message
 
 
-def test_the_command_line_prints_one_line_not_a_traceback():
-    proc = cli("train", "--preset", "huge", timeout=120)
+def test_the_command_line_prints_one_line_not_a_traceback(tmp_path):
+    proc = cli("train", "--preset", "huge", home=tmp_path, timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: --preset must be one of lightweight, balanced, high_capacity, got 'huge'")

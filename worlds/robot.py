@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from worlds import check_split_name
 
-VERSION = 4
+VERSION = 5
 MATERIALS = ("wood", "rubber", "metal", "glass", "plastic")
 OUTCOMES = ("drop", "slip", "success")
 GRASPS = ("pinch", "power")
@@ -70,7 +70,8 @@ G = 9.81
 R_DROP, R_SLIP = 0.25, 0.9  # outcome thresholds on the friction ratio r
 SPLIT_SEEDS = {"pretrain": 1700, "train": 1701, "valid": 1702, "test": 1703}
 SEEN_SPLITS = ("pretrain", "train", "valid")  # the seen objects and operators; every other split: unseen ones
-SEEN_POOL = {"instances": range(0, 12), "operators": range(0, 8)}
+SEEN_POOL = {"instances": range(0, 40), "operators": range(0, 8)}  # train and valid
+PRETRAIN_POOL = {"instances": range(0, 12), "operators": range(0, 8)}  # the encoders' pretraining (a subset)
 UNSEEN_POOL = {"instances": range(100, 112), "operators": range(100, 101)}
 DEFAULT_DIR = "data/robot"
 DEFAULT_EPISODES = {"pretrain": 1500, "train": 2000, "valid": 500, "test": 1000}
@@ -120,6 +121,8 @@ def operator_gains(operator: int) -> np.ndarray:
 
 
 def pool_of(split: str) -> dict:
+    if split == "pretrain":
+        return PRETRAIN_POOL
     return SEEN_POOL if split in SEEN_SPLITS else UNSEEN_POOL
 
 
