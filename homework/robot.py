@@ -54,7 +54,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from homework.checkpoint import config_from_record, open_checkpoint, reference_dir, write_record
+from homework.checkpoint import check_size, config_from_record, open_checkpoint, reference_dir, write_record
 from homework.cli_checks import check_choice, check_int, check_ints, check_number, fail, set_threads
 from worlds import check_split_name
 from worlds import robot as world
@@ -748,7 +748,7 @@ def anomaly_scores(model: RoboticFeedbackSystem, encoded: dict, baseline: dict |
 
 @torch.no_grad()
 def fit_anomaly_baseline(model: RoboticFeedbackSystem, train_encoded: dict, valid_encoded: dict,
-                         bank_size: int = 1000, fpr: float = ANOMALY_FPR) -> dict:
+                         bank_size: int = 500, fpr: float = ANOMALY_FPR) -> dict:
     """The normal baseline: each modality's embeddings of up to BANK_SIZE training episodes, the
     parts' scales and the score threshold at FPR on the validation episodes (all normal), and the
     mean fused embedding (the cosine rule's baseline)."""
@@ -807,6 +807,7 @@ def load_model(checkpoint: str | Path = REFERENCE_DIR, device: str = "cpu") -> R
     """A checkpoint folder: model.safetensors, config.json and (after training) the anomaly baseline."""
     path = Path(checkpoint)
     record = open_checkpoint(path, "robot", (WEIGHTS,))
+    check_size(path, "robot", (WEIGHTS, BASELINE))  # the anomaly baseline counts too
     config = config_from_record(RobotConfig, record.get("config", {}), path / "config.json")
     try:
         model = RoboticFeedbackSystem(config=config)
