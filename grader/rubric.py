@@ -33,17 +33,22 @@ CLIP_EXTRA = Threshold(points=5, low=0.80, high=0.85, extra_credit=True)
 FUSION = Threshold(points=25, low=0.50, high=0.95)
 CILP = Threshold(points=25, low=0.50, high=0.95)
 SIMCLR = Threshold(points=25, low=0.33, high=0.90)  # linear-probe accuracy, 3 classes (chance 33%)
-# Robot sensor fusion, on a held-out split of unseen objects and an unseen operator. `low` is the
-# best single modality's accuracy (the reference's, with the other four masked) or chance; `high` the
-# reference's, less a margin for a student's run to run noise (see the README's robot section).
-ROBOT_MATERIAL = Threshold(points=10, low=0.87, high=0.95)  # chance 20%; best single modality (camera1) 87%
-ROBOT_OUTCOME = Threshold(points=10, low=0.70, high=0.85)  # chance 33%; best single modality 70%
-ROBOT_MISSING_MATERIAL = Threshold(points=5, low=0.87, high=0.92)  # the worst of the five with-one-missing
-ROBOT_MISSING_OUTCOME = Threshold(points=5, low=0.70, high=0.77)
-ROBOT_FAULTS = Threshold(points=5, low=0.50, high=0.95)  # AUROC against normal episodes; chance 0.5
-ROBOT_COLLISIONS = Threshold(points=5, low=0.50, high=0.90)
-ROBOT_SWAPS = Threshold(points=5, low=0.50, high=0.80)
-ROBOT_RETRIEVAL = Threshold(points=5, low=0.00, high=0.90)  # recall@1 of re-rendered episodes; chance 1/N
+# Robot sensor fusion, on a held-out split of unseen objects and an unseen operator. Calibrated
+# from the reference (homework/checkpoints/robot) on the public seed's full set and on the kit's
+# test split (seed 1703): all five sensors, material 95.1% / 96.1%, outcome 86.4% / 87.0%; its best
+# single sensor (the other four masked) 72.4% material and 70.0% outcome (audio), chance 20% and
+# 33%. `high` sits 2 points below the reference (3 for outcome, the noisier task), `low` at the
+# best single sensor: credit only for doing better than one sensor alone. With one sensor missing
+# the bar is the best single sensor itself (less 2 points), from chance; the reference's worst
+# (without camera1, 86.2%; without EMG, the only lift sensor, 72.0%) clears it.
+ROBOT_MATERIAL = Threshold(points=10, low=0.72, high=0.93)
+ROBOT_OUTCOME = Threshold(points=10, low=0.70, high=0.84)
+ROBOT_MISSING_MATERIAL = Threshold(points=5, low=0.20, high=0.70)  # the worst of the five with-one-missing
+ROBOT_MISSING_OUTCOME = Threshold(points=5, low=0.33, high=0.68)
+ROBOT_FAULTS = Threshold(points=5, low=0.50, high=0.95)  # AUROC against normal episodes, chance 0.5; reference 1.00
+ROBOT_COLLISIONS = Threshold(points=5, low=0.50, high=0.90)  # reference 0.99
+ROBOT_SWAPS = Threshold(points=5, low=0.50, high=0.80)  # reference 0.87
+ROBOT_RETRIEVAL = Threshold(points=5, low=0.00, high=0.90)  # recall@1 among 1,000, chance 0.001; reference 0.995
 
 # ----------------------------------------------------------------------------------------------
 # Limits of one child process (one assignment of one submission)
@@ -118,5 +123,5 @@ HELDOUT_SIZES = {
                           balls_train=90, balls_test=90, robot_episodes=300, robot_queries=100, robot_anomalies=50),
     # the kit's own tests: seconds, and scores that mean little
     "tiny": HeldoutSizes(kart_frames=3, vlm_questions=30, clip_sets=20, shapes_per_class=20,
-                         balls_train=12, balls_test=12, robot_episodes=24, robot_queries=8, robot_anomalies=6),
+                         balls_train=12, balls_test=12, robot_episodes=150, robot_queries=8, robot_anomalies=6),
 }
