@@ -151,13 +151,14 @@ def table_from(groups: list[str], correct: list[bool], order: list[str] | None =
 
 
 class Assignment:
-    name = ""  # vlm, clip, fusion, cilp, simclr: the `load_<name>()` of homework/__init__.py
+    name = ""  # vlm, clip, fusion, cilp, simclr, robot: the `load_<name>()` of homework/__init__.py
     title = ""
     modules: tuple[str, ...] = ()  # the submission's files whose stubs mean "not implemented yet"
     predict = ""  # the function the child calls after loading, for messages
     self_check = ""  # the command a student runs to see the same number on the validation split
     input_files: tuple[str, ...] | None = None  # files of the held-out inputs the child gets (None: all)
     needs_base_vlm = False  # the child needs the kit's data/base_vlm
+    kit_data: tuple[str, ...] = ()  # other committed folders of the kit's data/ the child reads (its encoders)
     batch_size = 50  # inputs per call, where the interface takes lists
 
     def __init__(self, heldout: Heldout):
@@ -321,7 +322,109 @@ class SimCLR(Assignment):
         return ev.accuracy
 
 
-ASSIGNMENTS: dict[str, type[Assignment]] = {a.name: a for a in (VLM, CLIP, Fusion, CILP, SimCLR)}
+@dataclass
+class RobotEvaluation(Evaluation):
+    metrics: dict[str, float]  # every number a robot case scores
+
+
+class Robot(Assignment):
+    name = "robot"
+    title = "Robot: material and outcome of a grasp from five sensors"
+    modules = ("robot.py",)
+    predict = "homework.robot.predict()"
+    self_check = "python -m homework.robot test"
+    kit_data = ("data/robot_encoders",)
+
+    def evaluate(self, sandbox: Path) -> Evaluation:
+        import io
+
+        from worlds.robot import MODALITIES
+
+        labels = self.heldout.labels("robot")
+        data = read_out_file(sandbox, "answers.npz")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                answers = {k: f[k] for k in f.files}
+        except Exception as e:  # any malformed file is the submission's
+            raise AnswersError(f"its answers.npz cannot be read as plain arrays ({str(e)[:80]})") from None
+        n, n_anomalies = len(labels["material"]), len(labels["anomaly"])
+
+        def get(key: str, shape: tuple, kinds: str) -> np.ndarray:
+            value = answers.get(key)
+            if value is None or value.shape != shape or value.dtype.kind not in kinds:
+                got = "nothing" if value is None else f"{value.dtype} {value.shape}"
+                raise AnswersError(f"its answers.npz holds {got} for {key!r}, expected {shape}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise AnswersError(f"its {key!r} holds NaN or infinite values")
+            return value
+
+        metrics, table = {}, []
+        for task in ("material", "outcome"):
+            truth = np.array(labels[task])
+            for key in ("all", *(f"without_{m}" for m in MODALITIES)):
+                accuracy = float((get(f"{task}_{key}", (n,), "iu") == truth).mean())
+                metrics[f"{task}_{key}"] = accuracy
+                table.append((f"{task}, {key.replace('_', ' ')}", n, accuracy))
+            metrics[f"{task}_worst_missing"] = min(metrics[f"{task}_without_{m}"] for m in MODALITIES)
+        scores = get("anomaly_scores", (n_anomalies,), "fiu").astype(np.float64)
+        kinds = np.array(labels["anomaly"])
+        for k, kind in enumerate(labels["kinds"][1:], 1):
+            a, b = scores[kinds == k][:, None], scores[kinds == 0][None, :]
+            metrics[f"auroc_{kind}"] = float((a > b).mean() + 0.5 * (a == b).mean())
+            table.append((f"anomaly AUROC, {kind}", int((kinds == k).sum()), metrics[f"auroc_{kind}"]))
+        database = answers.get("database")
+        if database is None or database.ndim != 2 or len(database) != n or not 1 <= database.shape[1] <= 65536:
+            raise AnswersError(f"its database embeddings are not ({n}, D)")
+        queries = get("queries", (labels["num_queries"], database.shape[1]), "f")
+        database = get("database", database.shape, "f")
+        db = database / np.maximum(np.linalg.norm(database, axis=1, keepdims=True), 1e-12)
+        q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        metrics["recall_at_1"] = float(((q @ db.T).argmax(1) == np.arange(len(q))).mean())
+        table.append(("retrieval recall@1", len(q), metrics["recall_at_1"]))
+        return RobotEvaluation(metrics["material_all"], n, table, "measure", metrics)
+
+    @case(rubric.ROBOT_MATERIAL)
+    def material(self, ev: RobotEvaluation) -> float:
+        """Robot material accuracy, all five sensors"""
+        return ev.metrics["material_all"]
+
+    @case(rubric.ROBOT_OUTCOME)
+    def outcome(self, ev: RobotEvaluation) -> float:
+        """Robot outcome accuracy (drop, slip, success), all five sensors"""
+        return ev.metrics["outcome_all"]
+
+    @case(rubric.ROBOT_MISSING_MATERIAL)
+    def material_missing(self, ev: RobotEvaluation) -> float:
+        """Robot material accuracy with one sensor missing (the worst of five)"""
+        return ev.metrics["material_worst_missing"]
+
+    @case(rubric.ROBOT_MISSING_OUTCOME)
+    def outcome_missing(self, ev: RobotEvaluation) -> float:
+        """Robot outcome accuracy with one sensor missing (the worst of five)"""
+        return ev.metrics["outcome_worst_missing"]
+
+    @case(rubric.ROBOT_FAULTS)
+    def faults(self, ev: RobotEvaluation) -> float:
+        """Robot anomaly AUROC: sensor faults"""
+        return ev.metrics["auroc_fault"]
+
+    @case(rubric.ROBOT_COLLISIONS)
+    def collisions(self, ev: RobotEvaluation) -> float:
+        """Robot anomaly AUROC: collisions"""
+        return ev.metrics["auroc_collision"]
+
+    @case(rubric.ROBOT_SWAPS)
+    def swaps(self, ev: RobotEvaluation) -> float:
+        """Robot anomaly AUROC: cross-modal swaps"""
+        return ev.metrics["auroc_swap"]
+
+    @case(rubric.ROBOT_RETRIEVAL)
+    def retrieval(self, ev: RobotEvaluation) -> float:
+        """Robot retrieval recall@1 of re-rendered episodes"""
+        return ev.metrics["recall_at_1"]
+
+
+ASSIGNMENTS: dict[str, type[Assignment]] = {a.name: a for a in (VLM, CLIP, Fusion, CILP, SimCLR, Robot)}
 
 
 def parse_only(only: str | None) -> list[str]:

@@ -282,8 +282,39 @@ def answer_simclr(model, task: dict) -> None:
     os.replace(tmp, os.path.join(OUT, "answers.npy"))
 
 
+def answer_robot(model, task: dict) -> None:
+    import numpy as np
+
+    import homework.robot as robot
+
+    def load(name: str) -> dict:
+        with np.load(os.path.join(SANDBOX, "inputs", name), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+    started = time.time()
+    encoded = robot.encode(model, load("episodes.npz"))
+    answers = {}
+    for missing in (None, *robot.MODALITIES):
+        predicted = robot.predict(model, encoded, missing=missing)
+        for t in ("material", "outcome"):
+            answers[f"{t}_{'all' if missing is None else 'without_' + missing}"] = np.asarray(predicted[t], np.int64)
+    print(f"[grader] predicted {len(answers['material_all'])} episodes ({time.time() - started:.1f} s)", flush=True)
+
+    def floats(x) -> np.ndarray:
+        return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+
+    answers["database"] = floats(robot.embed(model, encoded))
+    answers["queries"] = floats(robot.embed(model, robot.encode(model, load("queries.npz"))))
+    answers["anomaly_scores"] = floats(robot.anomaly_scores(model, robot.encode(model, load("anomalies.npz"))))
+    print(f"[grader] embedded and scored anomalies ({time.time() - started:.1f} s)", flush=True)
+    tmp = os.path.join(OUT, "answers.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **answers)
+    os.replace(tmp, os.path.join(OUT, "answers.npz"))
+
+
 ANSWER = {"vlm": answer_vlm, "clip": answer_clip, "fusion": answer_shapes, "cilp": answer_shapes,
-          "simclr": answer_simclr}
+          "simclr": answer_simclr, "robot": answer_robot}
 
 
 def tasks_of_my_user() -> int:

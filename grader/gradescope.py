@@ -7,7 +7,7 @@ autograder takes, and `run_autograder` inside it grades each submission.
                           /autograder/results/results.json
       gradescope.json     what to grade and how Gradescope shows it (visibility, leaderboard)
       requirements.txt    the kit's runtime packages
-      grader/  worlds/  generate_qa.py  data/base_vlm*/ (every kit base)
+      grader/  worlds/  generate_qa.py  data/base_vlm*/ (every kit base), data/robot_encoders/
       homework/           only the kit's public modules the grader's scoring imports (no solution, no checkpoint)
       heldout/            the held-out inputs and labels, built here from the instructor's seed; no seed ships
 
@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from grader import heldout, report, rubric
+from grader.cases import ASSIGNMENTS
 from grader.grading import BASE_VLM_PATTERN, KIT_ROOT, GradeOptions, failed_report, grade
 
 CONFIG = "gradescope.json"
@@ -82,7 +83,8 @@ def _kit_files() -> list[tuple[Path, str]]:
     for folder in ("grader", "worlds"):
         files += [(p, f"{folder}/{p.name}") for p in sorted((KIT_ROOT / folder).glob("*.py"))]
     files += [(KIT_ROOT / "homework" / m, f"homework/{m}") for m in _homework_modules()]
-    for base in sorted(KIT_ROOT.glob(BASE_VLM_PATTERN)):  # every kit base: a checkpoint names its own
+    kit_data = sorted({KIT_ROOT / rel for a in ASSIGNMENTS.values() for rel in a.kit_data})  # the robot's encoders
+    for base in sorted(KIT_ROOT.glob(BASE_VLM_PATTERN)) + kit_data:  # every kit base: a checkpoint names its own
         files += [(p, p.relative_to(KIT_ROOT).as_posix()) for p in sorted(base.rglob("*"))
                   if p.is_file() and "__pycache__" not in p.parts]
     return files

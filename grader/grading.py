@@ -191,6 +191,9 @@ def _fill_sandbox(sandbox: Path, homework: Path, assignment: Assignment) -> list
                 rel = base.relative_to(KIT_ROOT)
                 shutil.copytree(base, sandbox / rel)
                 readonly.append(str(rel))
+    for rel in assignment.kit_data:  # committed kit folders the child reads as they lie
+        shutil.copytree(KIT_ROOT / rel, sandbox / rel)
+        readonly.append(rel)
     inputs = assignment.heldout.inputs(assignment.name)
     if assignment.input_files is None:
         shutil.copytree(inputs, sandbox / "inputs")

@@ -12,6 +12,9 @@
       balls/world/            probe_train/ and probe_test/ ball videos with their counts
       balls/inputs/videos.npy probe-train videos, then probe-test videos
       balls/labels.json       ball counts and how many videos are probe-train
+      robot/inputs/           episodes.npz (signals only), queries.npz (the first episodes re-rendered
+                              with new noise), anomalies.npz (normal, fault, collision, swap, shuffled)
+      robot/labels.json       material and outcome per episode, anomaly kind per anomaly episode
 
 With `--kart_data DIR` the VLM and CLIP parts come instead from a folder the instructor gives
 (the course's `valid_grader/`, or any real held-out split): its `*_qa_pairs.json` and
@@ -49,8 +52,9 @@ import numpy as np
 from grader import rubric
 
 VERSION = 1
-PARTS = {"vlm": "kart", "clip": "kart", "fusion": "shapes", "cilp": "shapes", "simclr": "balls"}
-GRADED = {"kart": ("vlm", "clip"), "shapes": ("inputs", "labels.json"), "balls": ("inputs", "labels.json")}
+PARTS = {"vlm": "kart", "clip": "kart", "fusion": "shapes", "cilp": "shapes", "simclr": "balls", "robot": "robot"}
+GRADED = {"kart": ("vlm", "clip"), "shapes": ("inputs", "labels.json"), "balls": ("inputs", "labels.json"),
+          "robot": ("inputs", "labels.json")}
 CACHE_OWNER_UID = 2_999_999  # a root grader's cache belongs to this uid, which no process runs as
 KART_VIEWS = 10  # views per frame, as in the kit's training splits
 KART_SPLIT = "heldout"
@@ -58,9 +62,9 @@ KART_SPLIT = "heldout"
 
 def training_seeds() -> set[int]:
     """Every world seed the kit's own splits use; a held-out seed is never one of them."""
-    from worlds import balls, kart
+    from worlds import balls, kart, robot
 
-    return set(kart.SPLIT_SEEDS.values()) | set(balls.SPLIT_SEEDS.values()) | {0}
+    return set(kart.SPLIT_SEEDS.values()) | set(balls.SPLIT_SEEDS.values()) | set(robot.SPLIT_SEEDS.values()) | {0}
 
 
 def derived_seed(seed: int, name: str) -> int:
@@ -322,9 +326,31 @@ def _finish_balls(part: Path) -> None:
     (part / "labels.json").write_text(json.dumps({"num_balls": counts, "num_train": len(train["num_balls"])}))
 
 
+def _make_robot(part: str, seed: int, sizes: rubric.HeldoutSizes, quiet: bool) -> None:
+    """The robot set: episodes of unseen objects and an unseen operator (split "heldout"), the first
+    of them re-rendered with new noise, and an anomaly set shuffled; signals in inputs/, labels apart."""
+    from worlds import robot
+
+    with _quiet(quiet):
+        episodes = robot.render_split(derived_seed(seed, "robot"), sizes.robot_episodes, "heldout")
+        queries = robot.render_split(derived_seed(seed, "robot"), sizes.robot_queries, "heldout", noise=1)
+        anomalies = robot.anomaly_set(derived_seed(seed, "robot-anomalies"), sizes.robot_anomalies)
+    order = np.random.default_rng(derived_seed(seed, "robot-order")).permutation(len(anomalies["anomaly"]))
+    inputs = Path(part) / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for name, data, index in (("episodes", episodes, slice(None)), ("queries", queries, slice(None)),
+                              ("anomalies", anomalies, order)):
+        np.savez(inputs / f"{name}.npz", **{k: data[k][index] for k in robot.SIGNALS})
+    labels = {"material": episodes["material"].tolist(), "outcome": episodes["outcome"].tolist(),
+              "anomaly": anomalies["anomaly"][order].tolist(), "anomaly_detail": anomalies["anomaly_detail"][order].tolist(),
+              "kinds": list(robot.ANOMALIES), "num_queries": sizes.robot_queries}
+    (Path(part) / "labels.json").write_text(json.dumps(labels))
+
+
 def _record(seed: int, size: str, part: str) -> dict:
     names = {"kart": ["kart", "kart-balance", "kart-captions", "vlm-sample", "clip-sample"],
-             "shapes": ["shapes", "shapes-order"], "balls": ["balls-probe_train", "balls-probe_test"]}[part]
+             "shapes": ["shapes", "shapes-order"], "balls": ["balls-probe_train", "balls-probe_test"],
+             "robot": ["robot", "robot-anomalies", "robot-order"]}[part]
     return {"version": VERSION, "seed": seed, "size": size, "sizes": asdict(rubric.HELDOUT_SIZES[size]),
             "world_seeds": {n: derived_seed(seed, n) for n in names}}
 
@@ -476,6 +502,8 @@ def _generate(heldout: Heldout, parts: list[str], workers: int | None, verbose: 
         jobs.append((_make_kart, str(heldout.root / "kart"), seed, sizes.kart_frames, not verbose))
     if "shapes" in parts:
         jobs.append((_make_shapes, str(heldout.root / "shapes"), seed, sizes.shapes_per_class, not verbose))
+    if "robot" in parts:
+        jobs.append((_make_robot, str(heldout.root / "robot"), seed, sizes, not verbose))
     if workers is None:  # separate processes pay for their start-up only on the larger sets
         workers = 1 if heldout.size == "tiny" else min(2, os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))

@@ -33,6 +33,22 @@ CLIP_EXTRA = Threshold(points=5, low=0.80, high=0.85, extra_credit=True)
 FUSION = Threshold(points=25, low=0.50, high=0.95)
 CILP = Threshold(points=25, low=0.50, high=0.95)
 SIMCLR = Threshold(points=25, low=0.33, high=0.90)  # linear-probe accuracy, 3 classes (chance 33%)
+# Robot sensor fusion, on a held-out split of unseen objects and an unseen operator. Calibrated
+# from the reference (homework/checkpoints/robot) on the public seed's full set and on the kit's
+# test split (seed 1703): all five sensors, material 95.1% / 96.1%, outcome 86.4% / 87.0%; its best
+# single sensor (the other four masked) 72.4% material and 70.0% outcome (audio), chance 20% and
+# 33%. `high` sits 2 points below the reference (3 for outcome, the noisier task), `low` at the
+# best single sensor: credit only for doing better than one sensor alone. With one sensor missing
+# the bar is the best single sensor itself (less 2 points), from chance; the reference's worst
+# (without camera1, 86.2%; without EMG, the only lift sensor, 72.0%) clears it.
+ROBOT_MATERIAL = Threshold(points=10, low=0.72, high=0.93)
+ROBOT_OUTCOME = Threshold(points=10, low=0.70, high=0.84)
+ROBOT_MISSING_MATERIAL = Threshold(points=5, low=0.20, high=0.70)  # the worst of the five with-one-missing
+ROBOT_MISSING_OUTCOME = Threshold(points=5, low=0.33, high=0.68)
+ROBOT_FAULTS = Threshold(points=5, low=0.50, high=0.95)  # AUROC against normal episodes, chance 0.5; reference 1.00
+ROBOT_COLLISIONS = Threshold(points=5, low=0.50, high=0.90)  # reference 0.99
+ROBOT_SWAPS = Threshold(points=5, low=0.50, high=0.80)  # reference 0.87
+ROBOT_RETRIEVAL = Threshold(points=5, low=0.00, high=0.90)  # recall@1 among 1,000, chance 0.001; reference 0.995
 
 # ----------------------------------------------------------------------------------------------
 # Limits of one child process (one assignment of one submission)
@@ -40,7 +56,7 @@ SIMCLR = Threshold(points=25, low=0.33, high=0.90)  # linear-probe accuracy, 3 c
 
 # Wall-clock seconds to import the submission, load its model and answer everything. The
 # reference takes about a sixth of this on a busy 2-core CPU (see the README's Grading section).
-TIMEOUT_S = {"vlm": 300, "clip": 300, "fusion": 120, "cilp": 120, "simclr": 180}
+TIMEOUT_S = {"vlm": 300, "clip": 300, "fusion": 120, "cilp": 120, "simclr": 180, "robot": 300}
 # Address space (RLIMIT_AS). torch maps far more than it touches: a child that imports it maps
 # about 3 GB, and the reference VLM child peaks near 4 GB of address space.
 MEMORY_MB = 8192
@@ -92,16 +108,20 @@ class HeldoutSizes:
     shapes_per_class: int  # cubes, and as many spheres
     balls_train: int  # videos the grader's linear probe is fit on
     balls_test: int  # videos it is scored on
+    robot_episodes: int  # grasping episodes scored on both tasks, and the retrieval database
+    robot_queries: int  # of them, re-rendered with new noise: the retrieval queries
+    robot_anomalies: int  # episodes of each kind: normal, fault, collision, swap
 
 
 HELDOUT_SIZES = {
     # what grades count: about 3 minutes for the reference on a 2-core CPU, generation included
     "full": HeldoutSizes(kart_frames=60, vlm_questions=600, clip_sets=400, shapes_per_class=500,
-                         balls_train=150, balls_test=150),
+                         balls_train=150, balls_test=150, robot_episodes=1000, robot_queries=200,
+                         robot_anomalies=100),
     # a faster self-check with noisier scores
     "quick": HeldoutSizes(kart_frames=20, vlm_questions=200, clip_sets=120, shapes_per_class=100,
-                          balls_train=90, balls_test=90),
+                          balls_train=90, balls_test=90, robot_episodes=300, robot_queries=100, robot_anomalies=50),
     # the kit's own tests: seconds, and scores that mean little
     "tiny": HeldoutSizes(kart_frames=3, vlm_questions=30, clip_sets=20, shapes_per_class=20,
-                         balls_train=12, balls_test=12),
+                         balls_train=12, balls_test=12, robot_episodes=150, robot_queries=8, robot_anomalies=6),
 }

@@ -56,6 +56,7 @@ SYSTEM_ROOTS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin") 
 SYSTEM_READABLE = SYSTEM_ROOTS + ("/etc", "/dev", "/sys", "/proc")  # what the audit hook lets a child read besides
 DEVICES = ("null", "zero", "full", "random", "urandom")
 RESULTS = {"answers.json": rubric.ANSWERS_MAX_MB * 2**20, "answers.npy": rubric.ANSWERS_MAX_MB * 2**20,
+           "answers.npz": rubric.ANSWERS_MAX_MB * 2**20,
            "status.json": rubric.STATUS_MAX_KB * 2**10}  # what the namespace's init copies back, and its most
 JAIL_FAILED = 97  # the jail script's exit code when it could not build the child's file system
 LAUNCH_FAILED = 96  # the launcher's, when it could not join the case's cgroup

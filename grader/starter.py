@@ -31,7 +31,7 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 SKIPPED_PATHS = {"runs", "outputs", ".whl", ".gl", "grades.csv", "homework/checkpoints",
                  # the kit's own model making and measurements, and their tests: not the student's
                  "pretraining", "benchmarks", "tests/test_pretraining_base_vlm.py", "tests/test_benchmarks.py"}
-KEPT_DATA = {"base_vlm", "base_vlm_stk", "train_demo"}
+KEPT_DATA = {"base_vlm", "base_vlm_stk", "train_demo", "robot_encoders"}
 
 
 class StarterError(Exception):

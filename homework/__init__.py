@@ -40,3 +40,10 @@ def load_simclr():
     from .simclr import load_reference
 
     return load_reference()
+
+
+def load_robot():
+    """The reference robot sensor-fusion system (RoboticFeedbackSystem with its anomaly baseline)."""
+    from .robot import load_reference
+
+    return load_reference()

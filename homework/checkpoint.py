@@ -46,6 +46,7 @@ LIMITS = {
     "cilp": Kind("CILP", 5, "config.json", "python -m homework.cilp finetune", "try a smaller --width"),
     "simclr": Kind("SimCLR", 10, "config.json", "python -m homework.simclr train",
                    "use a smaller --width (16 saves about 3 MB)"),
+    "robot": Kind("robot", 16, "config.json", "python -m homework.robot train", "lower --fusion_dim (128 gives 3 MB)"),
 }
 
 

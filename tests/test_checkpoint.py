@@ -79,7 +79,7 @@ def test_a_checkpoint_from_another_base_is_refused(tmp_path):
 
 
 def test_every_assignment_has_a_limit_and_a_reference_folder():
-    assert set(ck.LIMITS) == {"vlm", "clip", "fusion", "cilp", "simclr"}
+    assert set(ck.LIMITS) == {"vlm", "clip", "fusion", "cilp", "simclr", "robot"}
     for name in ck.LIMITS:
         assert ck.reference_dir(name).is_dir(), name  # the committed references
 

@@ -443,3 +443,16 @@ def test_batch_grades_every_zip_and_one_bad_one_stops_nothing(tmp_path, cache, e
     assert rows["bob"]["status"] == "rejected" and "leaves its folder" in rows["bob"]["message"]
     assert rows["carol"]["status"] == "rejected" and "not a zip" in rows["carol"]["message"]
     assert (tmp_path / "grades_reports" / "alice.txt").read_text().strip().endswith("total=0/25")
+
+
+@pytest.mark.skipif(not (REFERENCE / "robot").is_dir(), reason="needs the robot reference (the instructor's kit)")
+def test_the_robot_reference_gets_full_marks(tmp_path, grade):
+    """The robot child gets the kit's encoders, answers every set, and the committed reference
+    scores full marks (on the tiny sets; the README gives its scores on the full ones)."""
+    submission = tmp_path / "homework"
+    shutil.copytree(ROOT / "homework", submission, ignore=shutil.ignore_patterns("__pycache__", "vlm*", "clip*",
+                                                                                  "simclr", "cilp", "fusion"))
+    text, results = grade(submission, only="robot", timeout_s=300)
+    cases = [c for c in results["cases"] if c["assignment"] == "robot"]
+    assert len(cases) == 8 and all(c["status"] == "passed" for c in cases), text
+    assert text.splitlines()[-1] == "total=50/50"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import rubric
+from grader.cases import ASSIGNMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 4243
@@ -68,7 +68,7 @@ import contextlib, io, json, re, runpy, sys, traceback
 from pathlib import Path
 
 clis = ["homework.finetune", "homework.clip", "homework.generate_captions", "homework.fusion", "homework.cilp",
-        "homework.simclr", "homework.base_vlm", "generate_qa"]
+        "homework.simclr", "homework.base_vlm", "homework.robot", "generate_qa"]
 results = {}
 for module in clis:
     source = Path(*module.split(".")).with_suffix(".py").read_text()
@@ -86,7 +86,7 @@ for module in clis:
                 traceback.print_exc()
                 code = "raised"
         results[" ".join(argv)] = [code, out.getvalue()]
-for world in ["kart", "shapes", "balls"]:
+for world in ["kart", "shapes", "balls", "robot"]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         from worlds.__main__ import main
@@ -124,11 +124,11 @@ def test_the_grader_scores_the_starter_zero_cleanly(starter, tmp_path):
                           cwd=starter, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    full = sum(t.points for t in (rubric.VLM, rubric.CLIP, rubric.FUSION, rubric.CILP, rubric.SIMCLR))
+    full = sum(m.threshold.points for a in ASSIGNMENTS.values() for m in a.cases() if not m.threshold.extra_credit)
     assert proc.stdout.strip().splitlines()[-1] == f"total=0/{full:g}"
     results = json.loads(out.read_text())
-    assert len(results["cases"]) == 7 and {c["assignment"] for c in results["cases"]} == {
-        "vlm", "clip", "fusion", "cilp", "simclr"}
+    assert len(results["cases"]) == sum(len(a.cases()) for a in ASSIGNMENTS.values()) and {
+        c["assignment"] for c in results["cases"]} == {"vlm", "clip", "fusion", "cilp", "simclr", "robot"}
     for c in results["cases"]:
         assert c["score"] == 0 and c["status"] == "not_implemented", c
         assert c["message"].startswith("not implemented:") and "\n" not in c["message"], c

@@ -4,6 +4,8 @@
     python -m worlds kart gallery --split train
     python -m worlds shapes --num_samples 1000
     python -m worlds balls --split train --num_videos 2000
+    python -m worlds robot --split train --num_episodes 2000
+    python -m worlds robot gallery --split train
 """
 
 import re

@@ -16,6 +16,7 @@ WORLDS = {
     "kart": "worlds.kart",
     "shapes": "worlds.shapes",
     "balls": "worlds.balls",
+    "robot": "worlds.robot",
 }
 
 
