@@ -51,7 +51,9 @@ def _timeout(text: str) -> float:
 def _grading_options(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     g = parser.add_argument_group("grading")
     g.add_argument("--seed", help=f"grading seed (default: ${rubric.SEED_ENV}, else the public {rubric.DEFAULT_SEED})")
-    g.add_argument("--only", help="comma-separated assignments to grade: vlm,clip,fusion,cilp,simclr (default: all)")
+    from grader.cases import ASSIGNMENTS
+
+    g.add_argument("--only", help=f"comma-separated assignments to grade: {','.join(ASSIGNMENTS)} (default: all)")
     g.add_argument("--size", default="full", choices=list(rubric.HELDOUT_SIZES),
                    help="held-out set size: full (what grades count), quick (a faster, noisier self-check), "
                         "tiny (the kit's tests)")
