@@ -23,7 +23,7 @@ from pathlib import Path
 import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo is the package root
-from benchmarks.curves import RESULTS  # noqa: E402
+from benchmarks.curves import RESULTS, results_paths, write_results  # noqa: E402
 from homework import cilp, shapes_data  # noqa: E402
 from homework.cli_checks import check_int, fail, set_threads  # noqa: E402
 
@@ -90,9 +90,7 @@ def main(checkpoint: str = "", run_dir: str = "runs/cilp_stages", data_dir: str 
         overwrite: replace NAME.json / NAME.md if they exist.
     """
     check_int("threads", threads, 0)
-    json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
-    if (json_path.exists() or md_path.exists()) and not overwrite:
-        fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    paths = results_paths(output_dir, name, overwrite)
     seconds = None
     if not checkpoint:
         shapes_data.ensure_dataset(data_dir)
@@ -120,11 +118,7 @@ def main(checkpoint: str = "", run_dir: str = "runs/cilp_stages", data_dir: str 
         if Path(record["training"]["data_dir"]).exists() else None
     results = {"checkpoint": checkpoint, "training": record["training"], "metrics": record["metrics"],
                "val_samples": val_samples, "heldout": heldout, "stage_wall_seconds": seconds, "threads": threads}
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(table(results))
-    print(table(results))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(paths, results, table(results))
 
 
 if __name__ == "__main__":

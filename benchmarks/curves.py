@@ -4,6 +4,7 @@ level of accuracy, and peak memory (this process's, or a child command's)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import resource
 import subprocess
@@ -12,6 +13,26 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def results_paths(output_dir: str | Path, name: str, overwrite: bool) -> tuple[Path, Path]:
+    """OUTPUT_DIR/NAME.json and NAME.md, checked before any work: one line if either exists and not OVERWRITE."""
+    json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
+    if (json_path.exists() or md_path.exists()) and not overwrite:
+        from homework.cli_checks import fail
+
+        fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    return json_path, md_path
+
+
+def write_results(paths: tuple[Path, Path], results: dict, markdown: str) -> None:
+    """RESULTS as JSON and the MARKDOWN tables made from them, at PATHS (from results_paths); the tables printed."""
+    json_path, md_path = paths
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    md_path.write_text(markdown)
+    print(markdown)
+    print(f"wrote {json_path} and {md_path}")
 
 
 def write_curve(evals: list[dict], breakdown: str, name: str, xlabel: str, ylabel: str, title: str,

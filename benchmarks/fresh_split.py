@@ -12,14 +12,13 @@ OUTPUT_DIR/NAME.json and NAME.md (default benchmarks/results/fresh_split.{json,m
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo is the package root
-from benchmarks.curves import RESULTS  # noqa: E402
+from benchmarks.curves import RESULTS, results_paths, write_results  # noqa: E402
 from homework.cli_checks import check_int, fail  # noqa: E402
 from worlds import kart  # noqa: E402
 
@@ -57,9 +56,7 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
     check_int("clip_samples", clip_samples, 0)
     if seed in kart.SPLIT_SEEDS.values():
         fail(f"--seed {seed} is the seed of a split the kit trains or pretrains on; choose another")
-    json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
-    if (json_path.exists() or md_path.exists()) and not overwrite:
-        fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    paths = results_paths(output_dir, name, overwrite)
     from homework import clip, finetune  # imported here: transformers takes a while, and --help need not wait
     from homework.data import VQADataset, benchmark
 
@@ -79,11 +76,7 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
                  "counts": clip_result.counts, "recall_at_1": clip_result.recall_at_1,
                  "recall_at_5": clip_result.recall_at_5},
     }
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(tables(results))
-    print(tables(results))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(paths, results, tables(results))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo is the package root
-from benchmarks.curves import RESULTS  # noqa: E402
+from benchmarks.curves import RESULTS, results_paths, write_results  # noqa: E402
 from homework.cli_checks import check_int, fail  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +73,7 @@ def main(seed: int = 12345, output_dir: str = str(RESULTS), name: str = "grading
         overwrite: replace NAME.json / NAME.md if they exist.
     """
     check_int("seed", seed, 0)
-    json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
-    if (json_path.exists() or md_path.exists()) and not overwrite:
-        fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    paths = results_paths(output_dir, name, overwrite)
     with tempfile.TemporaryDirectory(prefix="grading_times_") as tmp:
         work, cache = Path(tmp), Path(tmp) / "cache"
         seconds = {"bundle": timed([sys.executable, str(ROOT / "bundle.py"), str(ROOT / "homework"), "ref"], work)}
@@ -86,11 +84,7 @@ def main(seed: int = 12345, output_dir: str = str(RESULTS), name: str = "grading
         report = json.loads((work / "report.json").read_text())
     results = {"seed": seed, "seconds": seconds, "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1),
                "report": report}
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(tables(results))
-    print(tables(results))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(paths, results, tables(results))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Writes OUTPUT_DIR/NAME.json and NAME.md (default benchmarks/results/shapes_times
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo is the package root
-from benchmarks.curves import RESULTS  # noqa: E402
+from benchmarks.curves import RESULTS, results_paths, write_results  # noqa: E402
 from homework.cli_checks import check_int, fail  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +83,7 @@ def main(threads: int = 1, scratch: str = "runs/shapes_times", output_dir: str =
         overwrite: replace NAME.json / NAME.md if they exist.
     """
     check_int("threads", threads, 0)
-    json_path, md_path = Path(output_dir) / f"{name}.json", Path(output_dir) / f"{name}.md"
-    if (json_path.exists() or md_path.exists()) and not overwrite:
-        fail(f"{json_path} or {md_path} exists; pass --overwrite or another --output_dir or --name")
+    paths = results_paths(output_dir, name, overwrite)
     scratch_dir = Path(scratch)
     if scratch_dir.exists() and any(scratch_dir.iterdir()) and not (scratch_dir / "assessment").exists():
         fail(f"{scratch_dir} holds files this did not make; choose another --scratch")
@@ -99,11 +96,7 @@ def main(threads: int = 1, scratch: str = "runs/shapes_times", output_dir: str =
         rows.append({"command": label, "args": args[:2] + ["..."], **measure(args, env)})
         print(f"-> {rows[-1]}")
     results = {"threads": threads, "cpus": os.cpu_count(), "rows": rows}
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(table(results))
-    print(table(results))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(paths, results, table(results))
 
 
 if __name__ == "__main__":
