@@ -78,6 +78,15 @@ def check_files(path: str | Path, assignment: str, files: tuple[str, ...], comma
                  f"`{make_command(assignment, path, command)} --overwrite`")
 
 
+def output_folder(path: str | Path, marker: str, overwrite: bool, holds: str = "a checkpoint") -> Path:
+    """PATH as the folder a command is about to write; one line if it already holds MARKER (a file or
+    folder name that says it HOLDS something) and OVERWRITE was not given: nothing made is replaced unasked."""
+    path = Path(path)
+    if (path / marker).exists() and not overwrite:
+        fail(f"{path} already holds {holds}; pass --overwrite to replace it, or another --output_dir")
+    return path
+
+
 def write_record(out: str | Path, assignment: str, record: dict) -> Path:
     """OUT/<record file> with the assignment's name first, then RECORD (config, settings, metrics)."""
     out = Path(out)

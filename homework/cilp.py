@@ -44,6 +44,7 @@ from homework.checkpoint import (
     config_from_record,
     load_weights,
     open_checkpoint,
+    output_folder,
     reference_dir,
     write_record,
 )
@@ -340,10 +341,7 @@ def setup(data_dir: str, subset: bool, seed: int, threads: int):
 
 def stage_dir(run_dir: str, stage: str, overwrite: bool, output_dir: str = "") -> Path:
     """Where STAGE writes: OUTPUT_DIR, default RUN_DIR/STAGE; refused if it holds a checkpoint (without OVERWRITE)."""
-    out = Path(output_dir or Path(run_dir) / stage)
-    if (out / "config.json").exists() and not overwrite:
-        fail(f"{out} already holds a checkpoint; pass --overwrite or another --output_dir")
-    return out
+    return output_folder(output_dir or Path(run_dir) / stage, "config.json", overwrite)
 
 
 @torch.no_grad()

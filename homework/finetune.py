@@ -25,6 +25,7 @@ from homework.checkpoint import (
     check_base,
     load_adapter,
     open_checkpoint,
+    output_folder,
     reference_dir,
     save_adapter,
     write_record,
@@ -126,9 +127,8 @@ def train(
                eval_samples=(eval_samples, 1))
     learning_rate = check_number("learning_rate", learning_rate)
     set_threads(threads)
-    out = Path(output_dir) if output_dir else Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S")
-    if (out / "adapter_config.json").exists() and not overwrite:
-        fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or another --output_dir")
+    out = output_folder(output_dir or Path("runs") / time.strftime("finetune-%Y%m%d-%H%M%S"), "adapter_config.json",
+                        overwrite)
 
     torch.manual_seed(seed)
     train_set = VQADataset(str(train_split), data_dir=str(data_dir))

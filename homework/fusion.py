@@ -39,7 +39,14 @@ from torch import nn
 from tqdm import tqdm
 
 from homework import shapes_data
-from homework.checkpoint import config_from_record, load_weights, open_checkpoint, reference_dir, write_record
+from homework.checkpoint import (
+    config_from_record,
+    load_weights,
+    open_checkpoint,
+    output_folder,
+    reference_dir,
+    write_record,
+)
 from homework.cli_checks import (
     check_choice,
     check_ints,
@@ -354,9 +361,7 @@ def train(fusion: str = "late", downsample: str = "stride", epochs: int = 8, bat
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 1), width=(width, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     check_number("weight_decay", weight_decay, allow_minimum=True)
-    out = Path(output_dir or f"{DEFAULT_RUNS}/{fusion}_{downsample}")
-    if (out / WEIGHTS).exists() and not overwrite:
-        fail(f"{out} already holds a checkpoint; pass --overwrite or another --output_dir")
+    out = output_folder(output_dir or f"{DEFAULT_RUNS}/{fusion}_{downsample}", WEIGHTS, overwrite)
     threads = set_threads(threads)
     torch.manual_seed(seed)  # the model's initialisation
     generator = torch.Generator().manual_seed(seed)  # batch order and flips, apart from the initialisation

@@ -54,7 +54,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from homework.checkpoint import check_size, config_from_record, open_checkpoint, reference_dir, write_record
+from homework.checkpoint import (
+    check_size,
+    config_from_record,
+    open_checkpoint,
+    output_folder,
+    reference_dir,
+    write_record,
+)
 from homework.cli_checks import check_choice, check_int, check_ints, check_number, fail, set_threads
 from worlds import check_split_name
 from worlds import robot as world
@@ -894,9 +901,7 @@ def train(preset: str = "balanced", fusion: str = "", fusion_dim: int = 128, epo
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 2), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     check_number("weight_decay", weight_decay, allow_minimum=True)
-    out = Path(output_dir or f"{DEFAULT_RUNS}/{preset}")
-    if (out / WEIGHTS).exists() and not overwrite:
-        fail(f"{out} already holds a checkpoint; pass --overwrite or another --output_dir")
+    out = output_folder(output_dir or f"{DEFAULT_RUNS}/{preset}", WEIGHTS, overwrite)
     threads = set_threads(threads)
     started = time.time()
     torch.manual_seed(seed)

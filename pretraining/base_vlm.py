@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from homework.base_vlm import FINGERPRINT_FILE, TINY_BASE_DIR, weights_fingerprint
+from homework.checkpoint import output_folder
 from homework.cli_checks import check_ints, check_number, fail, set_threads
 from homework.lr_schedule import warmup_cosine
 from homework.modeling_kart_vlm import (
@@ -266,9 +267,7 @@ def pretrain(
     check_ints(vision_steps=(vision_steps, 0), max_steps=(max_steps, 1), batch_size=(batch_size, 1), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
     rules = get_rules(rules)
-    out = Path(output_dir)
-    if (out / "config.json").exists() and not overwrite:
-        fail(f"{out} already holds a model; pass --overwrite to replace it, or another --output_dir")
+    out = output_folder(output_dir, "config.json", overwrite, holds="a model")
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from itertools import combinations
-from pathlib import Path
 
 import fire
 import numpy as np
@@ -27,7 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from homework import robot
-from homework.cli_checks import check_ints, check_number, fail, set_threads
+from homework.checkpoint import output_folder
+from homework.cli_checks import check_ints, check_number, set_threads
 from worlds import robot as world
 
 CROP = world.SAMPLE_RATE  # one second of audio per step
@@ -93,9 +93,7 @@ def pretrain(steps: int = 300, batch_size: int = 48, learning_rate: float = 1e-3
     """
     check_ints(steps=(steps, 1), batch_size=(batch_size, 2), seed=(seed, 0))
     check_number("learning_rate", learning_rate)
-    out = Path(output_dir)
-    if (out / "vision").exists() and not overwrite:
-        fail(f"{out} already holds encoders; pass --overwrite or another --output_dir")
+    out = output_folder(output_dir, "vision", overwrite, holds="encoders")
     threads = set_threads(threads)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
