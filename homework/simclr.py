@@ -84,8 +84,8 @@ class EncoderConfig:
         if self.image_size < 16 or self.clip_frames < 1 or self.embed_frames < 1 or self.width < 1:
             raise ValueError(f"bad encoder config: {self}")
         if self.encoder == "vivit":
-            grid = self.image_size // (4 if self.vivit_stem else 1)  # the stem halves the frame twice
-            if grid % self.vivit_patch or self.clip_frames % self.vivit_tubelet or self.image_size % 4 and self.vivit_stem:
+            shrink = 4 if self.vivit_stem else 1  # the stem halves the frame twice
+            if self.image_size % (shrink * self.vivit_patch) or self.clip_frames % self.vivit_tubelet:
                 raise ValueError(
                     f"vivit needs image_size ({self.image_size}, over 4 with a stem) divisible by vivit_patch"
                     f" ({self.vivit_patch}) and clip_frames ({self.clip_frames}) divisible by vivit_tubelet"
@@ -184,6 +184,8 @@ def resnet18_trunk(width: int = 64) -> nn.Module:
 class ResNetVideoEncoder(nn.Module):
     """A ResNet-18 applied to every frame, its features averaged over time."""
 
+    sees_order = False  # a mean over time: any number of frames, in any order, in one pass
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
@@ -209,6 +211,8 @@ class ViViTEncoder(nn.Module):
     space); a pre-norm transformer attends jointly over all of them, and the mean of the final
     tokens is the clip's feature. vivit_stem=0 makes tubelets of raw pixels instead.
     """
+
+    sees_order = True  # tubelets span frames: it takes clips of exactly clip_frames, and their order matters
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -248,8 +252,8 @@ class ViViTEncoder(nn.Module):
 
 
 ENCODERS = {"resnet18": ResNetVideoEncoder, "vivit": ViViTEncoder}
-# train's optimiser defaults per encoder: what each one's checkpoint in homework/checkpoints was made with.
-# A transformer wants a smaller step and a stronger weight decay than a ResNet with batch norm everywhere.
+# train's optimiser defaults per encoder (the ResNet's made the reference). A transformer wants a smaller
+# step and a stronger weight decay than a ResNet with batch norm everywhere.
 RECIPES = {"resnet18": {"learning_rate": 2e-3, "weight_decay": 1e-4},
            "vivit": {"learning_rate": 1e-3, "weight_decay": 0.05}}
 
@@ -353,8 +357,8 @@ def embed(encoder: nn.Module, videos: np.ndarray | torch.Tensor, batch_size: int
     This is all a grader needs from an encoder: it fits its own probe on the features.
     """
     config = encoder.config
-    # The ResNet averages any number of frames; the ViViT sees clips of clip_frames, whose features are averaged.
-    clip = config.embed_frames if config.encoder == "resnet18" else config.clip_frames
+    # An encoder that sees order takes clips of clip_frames, whose features are averaged; the others take all at once.
+    clip = config.clip_frames if encoder.sees_order else config.embed_frames
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -593,7 +597,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         print(f"SimCLR {encoder}: {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f} M encoder parameters,"
               f" {len(videos)} videos, {world_size} process(es) x batch {batch_size}, {steps_per_epoch} steps/epoch")
-    pairs = ViewPairs(videos, clip_frames, augment, in_order=encoder == "resnet18")  # see sample_view
+    pairs = ViewPairs(videos, clip_frames, augment, in_order=not ENCODERS[encoder].sees_order)  # see sample_view
     started = time.time()
     for epoch in range(start_epoch, epochs):
         # Shuffling and augmentation are seeded by (seed, epoch): a resumed run replays the same epochs,
