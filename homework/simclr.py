@@ -201,6 +201,40 @@ class ResNetVideoEncoder(nn.Module):
         # END SOLUTION
 
 
+class TokenBatchNorm(nn.Module):
+    """BatchNorm1d over the channels of (B, N, D) tokens: one mean and variance per channel, taken
+    over every token of every clip in the batch."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(tokens.transpose(1, 2)).transpose(1, 2)  # (B, N, D): BatchNorm1d wants (B, D, N)
+
+
+class ViViTBlock(nn.Module):
+    """A pre-norm transformer block (attention, then a GELU MLP, each added to its input) whose
+    two norms are batch norms over tokens instead of layer norms.
+
+    A layer norm rescales every token to the same size, so how much of a feature a token holds
+    (how much ball it covers) is lost before attention; a batch norm keeps the tokens' sizes
+    relative to each other. Measured on the balls' held-out split (`benchmarks/simclr_probe_table.py`
+    and the README): the same ViViT probes 80% with layer norms and 88% with batch norms.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm1, self.norm2 = TokenBatchNorm(dim), TokenBatchNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)  # (B, N, D)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
 class ViViTEncoder(nn.Module):
     """A small ViViT-style spatio-temporal transformer (Arnab et al. 2021, tubelet embedding).
 
@@ -208,8 +242,9 @@ class ViViTEncoder(nn.Module):
     2021 show that such early convolutions make ViTs train far more stably) turns every frame
     into a 16x16 feature map at 64x64; non-overlapping tubelets of vivit_tubelet frames x
     vivit_patch^2 of its cells become tokens, with a learned position embedding over (time,
-    space); a pre-norm transformer attends jointly over all of them, and the mean of the final
-    tokens is the clip's feature. vivit_stem=0 makes tubelets of raw pixels instead.
+    space); pre-norm blocks with batch norms (ViViTBlock) attend jointly over all of them, and
+    the mean of the final layer-normed tokens is the clip's feature. vivit_stem=0 makes tubelets
+    of raw pixels instead.
     """
 
     sees_order = True  # tubelets span frames: it takes clips of exactly clip_frames, and their order matters
@@ -226,11 +261,7 @@ class ViViTEncoder(nn.Module):
         self.num_tokens = (config.clip_frames // tube) * (grid // p) ** 2
         self.to_tokens = nn.Conv3d(stem or 3, dim, kernel_size=(tube, p, p), stride=(tube, p, p))
         self.position = nn.Parameter(torch.randn(1, self.num_tokens, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, config.vivit_heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
-        )
-        self.transformer = nn.TransformerEncoder(layer, config.vivit_depth, enable_nested_tensor=False)
+        self.blocks = nn.Sequential(*[ViViTBlock(dim, config.vivit_heads) for _ in range(config.vivit_depth)])
         self.norm = nn.LayerNorm(dim)
         self.feature_dim = dim
 
@@ -241,21 +272,22 @@ class ViViTEncoder(nn.Module):
                 f"vivit expects (B, {self.config.clip_frames}, 3, {self.config.image_size}, "
                 f"{self.config.image_size}) clips, got {tuple(videos.shape)}"
             )
-        # BEGIN SOLUTION (hint: stem on every frame, Conv3d tubelets -> (B, N, dim) tokens + position, transformer, layer norm, mean over tokens)
+        # BEGIN SOLUTION (hint: stem on every frame, Conv3d tubelets -> (B, N, dim) tokens + position, the blocks, layer norm, mean over tokens)
         maps = self.stem(videos.reshape(B * T, C, S, S))  # (B*T, c, s, s): every frame through the stem
         maps = maps.reshape(B, T, *maps.shape[1:])  # (B, T, c, s, s)
         x = self.to_tokens(maps.transpose(1, 2))  # (B, dim, T/tube, s/p, s/p)
         x = x.flatten(2).transpose(1, 2) + self.position  # (B, N, dim)
-        x = self.norm(self.transformer(x))  # (B, N, dim)
+        x = self.norm(self.blocks(x))  # (B, N, dim)
         return x.mean(dim=1)  # (B, dim)
         # END SOLUTION
 
 
 ENCODERS = {"resnet18": ResNetVideoEncoder, "vivit": ViViTEncoder}
-# train's optimiser defaults per encoder (the ResNet's made the reference). A transformer wants a smaller
-# step and a stronger weight decay than a ResNet with batch norm everywhere.
-RECIPES = {"resnet18": {"learning_rate": 2e-3, "weight_decay": 1e-4},
-           "vivit": {"learning_rate": 1e-3, "weight_decay": 0.05}}
+# train's defaults per encoder (the ResNet's made the reference). A transformer wants a smaller step and a
+# stronger weight decay than a ResNet; the ViViT sees a video in clips of clip_frames, and averaging more of
+# them (16 frames, in 8 clips) gives it a steadier feature (measured: 88% at 8 frames, 90% at 16).
+RECIPES = {"resnet18": {"learning_rate": 2e-3, "weight_decay": 1e-4, "embed_frames": 8},
+           "vivit": {"learning_rate": 1e-3, "weight_decay": 0.05, "embed_frames": 16}}
 
 
 def create_encoder(config: EncoderConfig) -> nn.Module:
@@ -477,6 +509,7 @@ def train(
     weight_decay: float | None = None,
     num_videos: int = 2000,
     clip_frames: int = 2,
+    embed_frames: int | None = None,
     image_size: int = 64,
     width: int = 16,
     projection_dim: int = 64,
@@ -506,6 +539,8 @@ def train(
         weight_decay: AdamW weight decay (default: the encoder's in RECIPES, 1e-4 for resnet18, 0.05 for vivit).
         num_videos: training videos (the train split is generated if missing).
         clip_frames: frames sampled per clip (per view).
+        embed_frames: evenly spaced frames of a whole video when it is embedded after training (default: the
+            encoder's in RECIPES, 8 for resnet18 and 16 for vivit, which sees them in clips of clip_frames).
         image_size: frames are cropped and resized to this many pixels a side.
         width: ResNet-18 first-stage channels (16 saves ~3 MB; 64, the stock model, is over the size limit).
         projection_dim: output size of the projection head the loss sees.
@@ -524,7 +559,9 @@ def train(
     check_choice("encoder", encoder, ENCODERS)
     learning_rate = RECIPES[encoder]["learning_rate"] if learning_rate is None else learning_rate
     weight_decay = RECIPES[encoder]["weight_decay"] if weight_decay is None else weight_decay
+    embed_frames = RECIPES[encoder]["embed_frames"] if embed_frames is None else embed_frames
     check_ints(epochs=(epochs, 1), batch_size=(batch_size, 2), num_videos=(num_videos, 2), clip_frames=(clip_frames, 1),
+               embed_frames=(embed_frames, 1),
                image_size=(image_size, 16), width=(width, 1), projection_dim=(projection_dim, 1), seed=(seed, 0),
                threads=(threads, 0), workers=(workers, 0))
     check_number("learning_rate", learning_rate, 0.0, 1.0)
@@ -538,7 +575,8 @@ def train(
         fail(f"--resume given but {state_path} does not exist; drop --resume to start a run")
     if not resume and not overwrite and (state_path.exists() or (out / ENCODER_FILE).exists()):
         fail(f"{out} already holds a run; pass --resume to continue it or --overwrite to restart")
-    model_config = EncoderConfig(encoder=encoder, image_size=image_size, clip_frames=clip_frames, width=width)
+    model_config = EncoderConfig(encoder=encoder, image_size=image_size, clip_frames=clip_frames,
+                                 embed_frames=embed_frames, width=width)
     try:
         model_config.validate()
     except ValueError as e:

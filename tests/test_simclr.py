@@ -133,6 +133,23 @@ def test_vivit_tokens_and_a_few_steps_lower_its_loss():
         simclr.EncoderConfig(encoder="vivit", clip_frames=4, embed_frames=6).validate()
 
 
+def test_vivit_blocks_norm_over_the_batch_and_keep_token_sizes():
+    """ViViTBlock's norms are batch norms over every token: a token twice another's size stays
+    distinct (a layer norm would make the two identical), and each channel ends with mean 0, variance 1."""
+    torch.manual_seed(0)
+    block = simclr.ViViTBlock(dim=8, heads=2)
+    x = torch.randn(3, 5, 8)
+    x[:, 1] = 2 * x[:, 0]
+    normed = block.norm1(x)  # (3, 5, 8), training mode: this batch's statistics
+    flat = normed.reshape(-1, 8)
+    torch.testing.assert_close(flat.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.var(0, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+    assert not torch.allclose(normed[:, 0], normed[:, 1], atol=1e-3)
+    layer_normed = torch.nn.LayerNorm(8)(x)
+    torch.testing.assert_close(layer_normed[:, 0], layer_normed[:, 1], atol=1e-4, rtol=0)  # what it would lose
+    assert block(x).shape == x.shape
+
+
 def test_views_are_in_random_order_unless_asked():
     video = torch.arange(20, dtype=torch.uint8)[:, None, None, None].expand(20, 4, 4, 3).contiguous()
     keep = v2.Lambda(lambda clip: clip[:, 0, 0, 0].float())  # a view's frame numbers, in the order drawn
