@@ -156,7 +156,8 @@ def load_weights(module, path: str | Path, state: dict | None = None, ignore_mis
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (ignore_missing and k.startswith(ignore_missing))]
     if missing or unexpected:
-        fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        fail(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+             "it was made by another version of this model: train it again")
     return module
 
 
