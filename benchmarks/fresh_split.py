@@ -1,6 +1,7 @@
 """The VLM and CLIP references on a kart split whose seed was never used: the README's two tables.
 
     python -m benchmarks.fresh_split      # data/fresh (seed 8675309, 300 frames x 10 views), made if missing
+    python -m benchmarks.fresh_split --vlm runs/vlm_new --clip runs/clip_new --name fresh_split_new
 
 Renders the split (`python -m worlds kart --split fresh --seed 8675309 --num_frames 300`), makes
 its questions and captions (`generate_qa.py`, `homework.generate_captions`, the kit's rules) if
@@ -36,8 +37,9 @@ def tables(results: dict) -> str:
 
 def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_dir: str = "data",
          vlm_samples: int = 3000, clip_samples: int = 0, output_dir: str = str(RESULTS), name: str = "fresh_split",
-         overwrite: bool = False) -> None:
-    """Score the committed VLM and CLIP references on SPLIT; write OUTPUT_DIR/NAME.json and NAME.md.
+         overwrite: bool = False, vlm: str = "homework/checkpoints/vlm", clip: str = "homework/checkpoints/clip") -> None:
+    """Score a VLM and a CLIP checkpoint (the committed references unless told) on SPLIT; write
+    OUTPUT_DIR/NAME.json and NAME.md.
 
     Args:
         split: the kart split to score on (rendered from SEED if it is missing).
@@ -49,6 +51,8 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
         output_dir: where NAME.json and NAME.md go; default benchmarks/results.
         name: the output files' name, without extension.
         overwrite: replace NAME.json / NAME.md if they exist.
+        vlm: the VLM checkpoint to score (default: the committed reference).
+        clip: the CLIP checkpoint to score (default: the committed reference).
     """
     check_int("seed", seed, 0)
     check_int("num_frames", num_frames, 1)
@@ -57,6 +61,10 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
     if seed in kart.SPLIT_SEEDS.values():
         fail(f"--seed {seed} is the seed of a split the kit trains or pretrains on; choose another")
     paths = results_paths(output_dir, name, overwrite)
+    vlm_checkpoint, clip_checkpoint = str(vlm), str(clip)
+    for flag, path in (("vlm", vlm_checkpoint), ("clip", clip_checkpoint)):
+        if not Path(path).is_dir():
+            fail(f"--{flag} {path} is not a checkpoint directory; train one or pass the reference's")
     from homework import clip, finetune  # imported here: transformers takes a while, and --help need not wait
     from homework.data import VQADataset, benchmark
 
@@ -64,14 +72,14 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
     if not any(folder.glob("*_info.json")):
         kart.generate(split=split, num_frames=num_frames, seed=seed, data_dir=data_dir)
     # the questions and the multiple-choice sets are made on the spot by the datasets if missing
-    vlm_result = benchmark(finetune.load_finetuned(finetune.REFERENCE_DIR),
+    vlm_result = benchmark(finetune.load_finetuned(vlm_checkpoint),
                            VQADataset(split, data_dir=data_dir, max_samples=vlm_samples, spread=True), batch_size=100)
-    clip_result = clip.evaluate(clip.load_model(clip.REFERENCE_DIR), split, data_dir, clip_samples or None)
+    clip_result = clip.evaluate(clip.load_model(clip_checkpoint), split, data_dir, clip_samples or None)
     results = {
         "split": split, "seed": seed, "data_dir": data_dir,
-        "vlm": {"checkpoint": "homework/checkpoints/vlm", "accuracy": round(vlm_result.accuracy, 4),
+        "vlm": {"checkpoint": vlm_checkpoint, "accuracy": round(vlm_result.accuracy, 4),
                 "per_group": {k: round(v, 4) for k, v in vlm_result.per_family.items()}, "counts": vlm_result.counts},
-        "clip": {"checkpoint": "homework/checkpoints/clip", "accuracy": round(clip_result.accuracy, 4),
+        "clip": {"checkpoint": clip_checkpoint, "accuracy": round(clip_result.accuracy, 4),
                  "per_group": {k: round(v, 4) for k, v in clip_result.per_template.items()},
                  "counts": clip_result.counts, "recall_at_1": clip_result.recall_at_1,
                  "recall_at_5": clip_result.recall_at_5},

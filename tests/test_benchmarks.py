@@ -116,6 +116,8 @@ def test_fresh_split_tables_and_refuses_a_training_seed(tmp_path):
     assert md.count("| count | 5 | 80.0% |") == 2 and md.count("| all | 10 | 90.0% |") == 2
     with pytest.raises(SystemExit, match="seed of a split the kit trains"):
         fresh_split.main(seed=1000, output_dir=str(tmp_path))
+    with pytest.raises(SystemExit, match="--vlm .* is not a checkpoint directory"):
+        fresh_split.main(output_dir=str(tmp_path), vlm=str(tmp_path / "missing"))
 
 
 def test_shapes_times_table_and_its_commands(tmp_path):
