@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
+from homework.checkpoint import weights_fingerprint  # noqa: F401 (the bases' fingerprint, imported from here too)
 from homework.cli_checks import check_int, fail
 from homework.modeling_kart_vlm import KartVLMForConditionalGeneration
 from homework.vlm_inputs import load_image, pad, pixel_values, prompt_ids
@@ -40,18 +41,6 @@ BASES = {
                  "--output_dir data/base_vlm_stk --run_dir runs/pretrain_stk --threads 2"),
 }
 FINGERPRINT_FILE = "fingerprint.txt"
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names, shapes and bytes of every tensor of a model's state dict."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
-
 
 
 class BaseVLM:

@@ -15,6 +15,7 @@ a whole submission is `grader.rubric.SIZE_LIMIT_MB`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,20 @@ def output_folder(path: str | Path, marker: str, overwrite: bool, holds: str = "
     return path
 
 
+def weights_fingerprint(model) -> str:
+    """sha256 over the names, shapes and bytes of every tensor of a model's state dict: which weights
+    a checkpoint was made on (a base, a frozen encoder)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def write_record(out: str | Path, assignment: str, record: dict) -> Path:
     """OUT/<record file> with the assignment's name first, then RECORD (config, settings, metrics)."""
     out = Path(out)
@@ -143,9 +158,10 @@ def config_from_record(config_class, values: dict, path: str | Path):
         fail(f"{path}: {e}")
 
 
-def load_weights(module, path: str | Path, state: dict | None = None, ignore_missing: str = ""):
+def load_weights(module, path: str | Path, state: dict | None = None, ignore_missing: str | tuple[str, ...] = ""):
     """MODULE with the tensors of the safetensors file PATH (or STATE, read from PATH); one line if they
-    do not fit its config. Missing keys under IGNORE_MISSING (weights held elsewhere) are allowed."""
+    do not fit its config. Missing keys under IGNORE_MISSING (a prefix or several: weights held
+    elsewhere) are allowed."""
     from safetensors.torch import load_file
 
     if state is None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import time
@@ -57,9 +56,11 @@ from tqdm import tqdm
 from homework.checkpoint import (
     check_size,
     config_from_record,
+    load_weights,
     open_checkpoint,
     output_folder,
     reference_dir,
+    weights_fingerprint,
     write_record,
 )
 from homework.cli_checks import check_choice, check_int, check_ints, check_number, fail, set_threads
@@ -153,15 +154,6 @@ def load_pretrained(model_class, name: str, kind: str):
                 "give a folder saved with save_pretrained, or a hub name already in the local cache")
         raise ValueError(f"{kind} encoder {name!r} not found: expected a {model_class.__name__} at {path}; {hint} "
                          f"({type(e).__name__})") from None
-
-
-def fingerprint(module: nn.Module) -> str:
-    """sha256 of a module's tensors (names and bytes), to tell which encoder a checkpoint was trained on."""
-    h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def check_tensor(name: str, x, shape: tuple, low: float, high: float, hint: str = "") -> torch.Tensor:
@@ -798,6 +790,11 @@ def trainable_state(model: RoboticFeedbackSystem) -> dict:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith(skip)}
 
 
+def encoder_fingerprints(model: RoboticFeedbackSystem) -> dict[str, str]:
+    """{'vision': ..., 'audio': ...}: which encoders a checkpoint was trained on (checked on load)."""
+    return {"vision": weights_fingerprint(model.vision), "audio": weights_fingerprint(model.audio)}
+
+
 def save_model(model: RoboticFeedbackSystem, out_dir: str | Path, training: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -806,7 +803,7 @@ def save_model(model: RoboticFeedbackSystem, out_dir: str | Path, training: dict
     if baseline is not None:
         save_file({k: v.contiguous() for k, v in baseline.items()}, out / BASELINE)
     write_record(out, "robot", {"config": dataclasses.asdict(model.config), "training": training,
-                                "encoders": {"vision": fingerprint(model.vision), "audio": fingerprint(model.audio)}})
+                                "encoders": encoder_fingerprints(model)})
     return out
 
 
@@ -816,23 +813,13 @@ def load_model(checkpoint: str | Path = REFERENCE_DIR, device: str = "cpu") -> R
     record = open_checkpoint(path, "robot", (WEIGHTS,))
     check_size(path, "robot", (WEIGHTS, BASELINE))  # the anomaly baseline counts too
     config = config_from_record(RobotConfig, record.get("config", {}), path / "config.json")
-    try:
-        model = RoboticFeedbackSystem(config=config)
-    except ValueError as e:
-        fail(str(e))
-    if config.freeze_encoders:
-        for kind, encoder in (("vision", model.vision), ("audio", model.audio)):
-            if record.get("encoders", {}).get(kind) != fingerprint(encoder):
-                fail(f"{path} was trained on another {kind} encoder than {config.vision_encoder if kind == 'vision' else config.audio_encoder!r} "
+    model = _build(config)
+    if config.freeze_encoders:  # the encoders are not in the checkpoint: they must be the ones it was trained on
+        for kind, found in encoder_fingerprints(model).items():
+            if record.get("encoders", {}).get(kind) != found:
+                fail(f"{path} was trained on another {kind} encoder than {getattr(config, kind + '_encoder')!r} "
                      "here; train it again on this one")
-    try:
-        state = load_file(path / WEIGHTS)
-    except Exception as e:  # safetensors' own error, OSError
-        fail(f"{path / WEIGHTS} cannot be read as safetensors ({' '.join(str(e).split())[:80]}); train it again")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (config.freeze_encoders and k.startswith(("vision.", "audio.")))]
-    if missing or unexpected:
-        fail(f"{path / WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, path / WEIGHTS, ignore_missing=("vision.", "audio.") if config.freeze_encoders else "")
     model.anomaly_baseline = load_file(path / BASELINE) if (path / BASELINE).is_file() else None
     return model.to(device).eval()
 

@@ -123,7 +123,7 @@ def pretrain(steps: int = 300, batch_size: int = 48, learning_rate: float = 1e-3
     record = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
               "threads": threads, "split": "pretrain", "final_loss": round(loss.item(), 4),
               "seconds": round(time.time() - started, 1),
-              "vision_fingerprint": robot.fingerprint(model.vision), "audio_fingerprint": robot.fingerprint(model.audio)}
+              **{f"{k}_fingerprint": v for k, v in robot.encoder_fingerprints(model).items()}}
     (out / "pretraining.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"saved {out}/vision and {out}/audio after {steps} steps (loss {loss.item():.3f}, {record['seconds']:.0f}s)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,11 @@ def test_train_test_and_analysis_commands_end_to_end(tmp_path, encoders, capsys)
     assert (out / "model.safetensors").stat().st_size < 2**20  # the frozen encoders are not in it
     m = robot.load_model(out)
     assert math.isclose(float(m.anomaly_baseline["fpr"]), robot.ANOMALY_FPR, rel_tol=1e-6)
+    other = tmp_path / "other_encoder"  # the same checkpoint, recorded as trained on another vision encoder
+    shutil.copytree(out, other)
+    (other / "config.json").write_text(json.dumps({**record, "encoders": {**record["encoders"], "vision": "0" * 64}}))
+    with pytest.raises(SystemExit, match="trained on another vision encoder"):
+        robot.load_model(other)
     with pytest.raises(SystemExit, match="--overwrite"):
         robot.train(epochs=1, data_dir=str(data), output_dir=str(out), **encoders)
     common = {"checkpoint": str(out), "data_dir": str(data), "threads": 1}
