@@ -16,14 +16,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import fire
 import torch
-from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from homework.checkpoint import weights_fingerprint  # noqa: F401 (the bases' fingerprint, imported from here too)
