@@ -70,8 +70,6 @@ from worlds import robot as world
 MODALITIES = world.MODALITIES  # camera1, camera2, audio, pressure, emg: the order of every mask
 MATERIALS, OUTCOMES, TASKS = world.MATERIALS, world.OUTCOMES, ("material", "outcome")
 FUSIONS = ("concat", "weighted", "attention")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's pixel statistics (not ImageNet's)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 KIT_ENCODERS_DIR = Path(__file__).resolve().parents[1] / "data" / "robot_encoders"
 HUB_VISION, HUB_AUDIO = "openai/clip-vit-base-patch32", "facebook/wav2vec2-base"
 REFERENCE_DIR = reference_dir("robot")  # what load_robot() reads and every command uses by default
@@ -173,15 +171,17 @@ def check_tensor(name: str, x, shape: tuple, low: float, high: float, hint: str 
 class VisionEncoder(nn.Module):
     """A CLIP vision tower: (B, 3, H, W) in [0, 1] -> (B, projection_dim + hidden_size) (the projected
     CLS embedding and the mean patch token). Pictures are resized to the tower's size, then
-    normalised with CLIP's statistics."""
+    normalised with OpenAI CLIP's pixel statistics (transformers' OPENAI_CLIP_MEAN / _STD, not ImageNet's)."""
 
     def __init__(self, model):
         super().__init__()
+        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
         self.model = model
         self.image_size = model.config.image_size
         self.out_dim = model.config.projection_dim + model.config.hidden_size
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
@@ -1079,10 +1079,8 @@ def _bar_chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def retrieval_recall(model: RoboticFeedbackSystem, database: dict, queries: dict, ks=(1, 5)) -> dict[str, float]:
-    """Recall@k of re-rendered episodes: query i (new noise) must find database entry i."""
-    db = EmbeddingRetrieval()
-    db.add_to_database(embed(model, encode(model, database, desc="encoding database")))
+def retrieval_recall(model: RoboticFeedbackSystem, db: EmbeddingRetrieval, queries: dict, ks=(1, 5)) -> dict[str, float]:
+    """Recall@k of re-rendered episodes: query i (new noise) must find database entry i of DB."""
     found, _ = db.retrieve_similar(embed(model, encode(model, queries, desc="encoding queries")), max(ks))
     return {f"recall@{k}": float(np.mean([i in row[:k] for i, row in enumerate(found)])) for k in ks}
 
@@ -1112,10 +1110,10 @@ def retrieve(checkpoint: str = str(REFERENCE_DIR), split: str = "test", database
         fail(f"{data_dir}/{split} holds {len(data['audio'])} episodes, fewer than --database_size {database_size}")
     database = {k: v[:database_size] for k, v in data.items()}
     again = world.render_split(seed, queries, split, noise=1, desc="re-rendering queries")
-    recall = retrieval_recall(model, database, again)
+    db = EmbeddingRetrieval()
+    db.add_to_database(embed(model, encode(model, database, desc="encoding database")))
+    recall = retrieval_recall(model, db, again)
     if save_database:
-        db = EmbeddingRetrieval()
-        db.add_to_database(embed(model, encode(model, database)))
         db.save(save_database)
         print(f"saved the database to {save_database}")
     print(" ".join(f"{k}={v:.4f}" for k, v in recall.items()) + f" ({queries} queries among {database_size})")
@@ -1189,11 +1187,11 @@ def robustness_curves(model: RoboticFeedbackSystem, data: dict, seed: int = 0) -
     labels = labels_of(data)
     curves: dict = {}
     generator = torch.Generator().manual_seed(seed)
+    inputs = episode_inputs(data)  # the clean signals, as floats; every noisy copy is a new tensor
     for m in tqdm(MODALITIES, desc="robustness", leave=False):
         curves[m] = {t: [] for t in TASKS}
+        x = inputs["camera_images"][m] if m.startswith("camera") else inputs[m]
         for level in NOISE_LEVELS:
-            inputs = episode_inputs(data)
-            x = inputs["camera_images"][m] if m.startswith("camera") else inputs[m]
             noisy = x + level * x.std() * torch.randn(x.shape, generator=generator)
             if m.startswith("camera"):
                 noisy = noisy.clamp(0, 1)

@@ -113,8 +113,10 @@ def test_encoders_load_from_folders_frozen_with_clip_statistics_and_checkpointin
     assert not any(p.requires_grad for p in m.vision.parameters()) and not any(p.requires_grad for p in m.audio.parameters())
     assert all(p.requires_grad for p in m.pressure_mlp.parameters())
     assert m.vision.model.is_gradient_checkpointing and m.audio.model.is_gradient_checkpointing
-    assert torch.allclose(m.vision.mean.flatten(), torch.tensor(robot.CLIP_MEAN))
-    assert torch.allclose(m.vision.std.flatten(), torch.tensor(robot.CLIP_STD))
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    assert torch.allclose(m.vision.mean.flatten(), torch.tensor(OPENAI_CLIP_MEAN))
+    assert torch.allclose(m.vision.std.flatten(), torch.tensor(OPENAI_CLIP_STD))
     assert robot.get_config("high_capacity").vision_encoder == robot.HUB_VISION
     assert robot.get_config("high_capacity").fusion == "attention"
 
