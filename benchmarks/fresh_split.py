@@ -61,25 +61,24 @@ def main(split: str = "fresh", seed: int = 8675309, num_frames: int = 300, data_
     if seed in kart.SPLIT_SEEDS.values():
         fail(f"--seed {seed} is the seed of a split the kit trains or pretrains on; choose another")
     paths = results_paths(output_dir, name, overwrite)
-    vlm_checkpoint, clip_checkpoint = str(vlm), str(clip)
-    for flag, path in (("vlm", vlm_checkpoint), ("clip", clip_checkpoint)):
-        if not Path(path).is_dir():
-            fail(f"--{flag} {path} is not a checkpoint directory; train one or pass the reference's")
-    from homework import clip, finetune  # imported here: transformers takes a while, and --help need not wait
+    # imported here: transformers takes a while, and --help need not wait
+    from homework.clip import evaluate, load_model
     from homework.data import VQADataset, benchmark
+    from homework.finetune import load_finetuned
 
+    vlm_model, clip_model = load_finetuned(vlm), load_model(clip)  # a missing or wrong checkpoint stops before any work
     folder = Path(data_dir) / split
     if not any(folder.glob("*_info.json")):
         kart.generate(split=split, num_frames=num_frames, seed=seed, data_dir=data_dir)
     # the questions and the multiple-choice sets are made on the spot by the datasets if missing
-    vlm_result = benchmark(finetune.load_finetuned(vlm_checkpoint),
-                           VQADataset(split, data_dir=data_dir, max_samples=vlm_samples, spread=True), batch_size=100)
-    clip_result = clip.evaluate(clip.load_model(clip_checkpoint), split, data_dir, clip_samples or None)
+    vlm_result = benchmark(vlm_model, VQADataset(split, data_dir=data_dir, max_samples=vlm_samples, spread=True),
+                           batch_size=100)
+    clip_result = evaluate(clip_model, split, data_dir, clip_samples or None)
     results = {
         "split": split, "seed": seed, "data_dir": data_dir,
-        "vlm": {"checkpoint": vlm_checkpoint, "accuracy": round(vlm_result.accuracy, 4),
+        "vlm": {"checkpoint": str(vlm), "accuracy": round(vlm_result.accuracy, 4),
                 "per_group": {k: round(v, 4) for k, v in vlm_result.per_family.items()}, "counts": vlm_result.counts},
-        "clip": {"checkpoint": clip_checkpoint, "accuracy": round(clip_result.accuracy, 4),
+        "clip": {"checkpoint": str(clip), "accuracy": round(clip_result.accuracy, 4),
                  "per_group": {k: round(v, 4) for k, v in clip_result.per_template.items()},
                  "counts": clip_result.counts, "recall_at_1": clip_result.recall_at_1,
                  "recall_at_5": clip_result.recall_at_5},

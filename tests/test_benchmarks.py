@@ -116,7 +116,7 @@ def test_fresh_split_tables_and_refuses_a_training_seed(tmp_path):
     assert md.count("| count | 5 | 80.0% |") == 2 and md.count("| all | 10 | 90.0% |") == 2
     with pytest.raises(SystemExit, match="seed of a split the kit trains"):
         fresh_split.main(seed=1000, output_dir=str(tmp_path))
-    with pytest.raises(SystemExit, match="--vlm .* is not a checkpoint directory"):
+    with pytest.raises(SystemExit, match="no fine-tuned VLM checkpoint in .*missing"):
         fresh_split.main(output_dir=str(tmp_path), vlm=str(tmp_path / "missing"))
 
 
