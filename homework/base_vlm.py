@@ -33,7 +33,7 @@ KIT_ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE_DIR = KIT_ROOT / "data" / "base_vlm"
 # The kit's own bases, by name: (folder, the command that makes it). The one place that names them.
 BASES = {
-    "tiny": (TINY_BASE_DIR, "python -m pretraining.base_vlm pretrain --threads 2"),
+    "tiny": (TINY_BASE_DIR, "python -m pretraining.base_vlm pretrain --vision_steps 10000 --max_steps 10000 --threads 2"),
     "tiny_stk": (KIT_ROOT / "data" / "base_vlm_stk",
                  "python -m pretraining.base_vlm pretrain --split train --data_dir DIR --rules original "
                  "--output_dir data/base_vlm_stk --run_dir runs/pretrain_stk --threads 2"),

@@ -1,6 +1,8 @@
 """Pretraining the kit's tiny base VLM from scratch, deterministically: `data/base_vlm/`.
 
-    python -m pretraining.base_vlm pretrain --overwrite --threads 2   # remake data/base_vlm
+    python -m pretraining.base_vlm pretrain --vision_steps 10000 --max_steps 10000 --overwrite --threads 2   # remake data/base_vlm
+
+The defaults (6,000 and 5,000 steps) are the real-data base's, which must fit in an hour with its fine-tuning.
 
 Two stages, on a kart split of its own (`pretrain`, never the assignment's train split), and never
 on the assignment's questions:
