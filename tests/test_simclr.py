@@ -135,7 +135,8 @@ def test_vivit_tokens_and_a_few_steps_lower_its_loss():
 
 def test_vivit_blocks_norm_over_the_batch_and_keep_token_sizes():
     """ViViTBlock's norms are batch norms over every token: a token twice another's size stays
-    distinct (a layer norm would make the two identical), and each channel ends with mean 0, variance 1."""
+    distinct (a layer norm would make the two identical), and each channel ends with mean 0, variance 1.
+    A new block is the identity (both branches start at zero), and one step moves it away from it."""
     torch.manual_seed(0)
     block = simclr.ViViTBlock(dim=8, heads=2)
     x = torch.randn(3, 5, 8)
@@ -147,7 +148,11 @@ def test_vivit_blocks_norm_over_the_batch_and_keep_token_sizes():
     assert not torch.allclose(normed[:, 0], normed[:, 1], atol=1e-3)
     layer_normed = torch.nn.LayerNorm(8)(x)
     torch.testing.assert_close(layer_normed[:, 0], layer_normed[:, 1], atol=1e-4, rtol=0)  # what it would lose
-    assert block(x).shape == x.shape
+    torch.testing.assert_close(block(x), x)  # starts as the identity
+    optimizer = torch.optim.SGD(block.parameters(), lr=0.1)
+    (block(x) - x.flip(1)).square().mean().backward()
+    optimizer.step()
+    assert (block(x) - x).abs().max() > 1e-3  # the zeroed layers get a gradient and grow in
 
 
 def test_views_are_in_random_order_unless_asked():
@@ -264,6 +269,22 @@ def test_reference_checkpoint_loads_and_is_small():
         pytest.skip("no committed reference checkpoint yet")
     encoder = simclr.load_reference()
     assert (simclr.REFERENCE_DIR / simclr.ENCODER_FILE).stat().st_size < checkpoint.LIMITS["simclr"].max_mb * 2**20
+    video = balls.make_video(99, 0)["videos"][None]  # (1, T, S, S, 3)
+    assert simclr.embed(encoder, video).shape == (1, encoder.feature_dim)
+
+
+def test_vivit_reference_is_the_documented_commands_and_small():
+    """homework/checkpoints/simclr_vivit: made by `train --encoder vivit` with its defaults (the encoder's
+    config and RECIPES' settings), within the size limit, and it embeds a video."""
+    folder = simclr.REFERENCE_DIR.parent / "simclr_vivit"
+    config = json.loads((folder / simclr.CONFIG_FILE).read_text())
+    assert config["encoder"] == dataclasses.asdict(
+        simclr.EncoderConfig(encoder="vivit", embed_frames=simclr.RECIPES["vivit"]["embed_frames"]))
+    recipe = simclr.RECIPES["vivit"]
+    assert (config["train"]["epochs"], config["train"]["lr"], config["train"]["weight_decay"], config["train"]["seed"]) == (
+        recipe["epochs"], recipe["learning_rate"], recipe["weight_decay"], 0)
+    encoder = simclr.load_encoder(folder)
+    assert (folder / simclr.ENCODER_FILE).stat().st_size < checkpoint.LIMITS["simclr"].max_mb * 2**20
     video = balls.make_video(99, 0)["videos"][None]  # (1, T, S, S, 3)
     assert simclr.embed(encoder, video).shape == (1, encoder.feature_dim)
 
