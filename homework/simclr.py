@@ -90,7 +90,7 @@ class EncoderConfig:
             shrink = STEM_STRIDE if self.vivit_stem else 1
             if self.image_size % (shrink * self.vivit_patch) or self.clip_frames % self.vivit_tubelet:
                 raise ValueError(
-                    f"vivit needs image_size ({self.image_size}, over 4 with a stem) divisible by vivit_patch"
+                    f"vivit needs image_size ({self.image_size}, over {STEM_STRIDE} with a stem) divisible by vivit_patch"
                     f" ({self.vivit_patch}) and clip_frames ({self.clip_frames}) divisible by vivit_tubelet"
                     f" ({self.vivit_tubelet})"
                 )
@@ -293,10 +293,10 @@ class ViViTEncoder(nn.Module):
 
 
 ENCODERS = {"resnet18": ResNetVideoEncoder, "vivit": ViViTEncoder}
-# train's defaults per encoder (the ResNet's made the reference). A transformer wants a smaller step and a
-# stronger weight decay than a ResNet; the ViViT sees a video in clips of clip_frames, and averaging more of
-# them (16 frames, in 8 clips) gives it a steadier feature (about 2 points over 8 frames; the README). Its
-# blocks start as the identity, so it takes the ResNet's step size too; its 10 epochs take the ResNet's time.
+# train's defaults per encoder (the ResNet's made the reference). The ViViT's blocks start as the identity,
+# so it takes the ResNet's step size and epochs (in the ResNet's time: its blocks are few); it keeps a
+# transformer's stronger weight decay, and sees a video in clips of clip_frames, where averaging more of them
+# (16 frames, in 8 clips) gives it a steadier feature (about 2 points over 8 frames; the README).
 RECIPES = {"resnet18": {"epochs": 10, "learning_rate": 2e-3, "weight_decay": 1e-4, "embed_frames": 8},
            "vivit": {"epochs": 10, "learning_rate": 2e-3, "weight_decay": 0.05, "embed_frames": 16}}
 
