@@ -121,6 +121,7 @@ class View:
     ego: SeenKart | None
     others: list[SeenKart]  # every detected kart but the ego, tiny and hidden ones included
     rules: Rules = RULES["kit"]
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # every kart box (x0, y0, x1, y1), picture pixels, dropped ones too
 
     def side(self, kart: SeenKart) -> str | None:
         """"left" or "right" where the kart is clearly to one side of the ego, else None."""
@@ -142,6 +143,7 @@ def read_view(info: dict, view_index: int, rules: Rules | str = "kit") -> View:
     """The karts of one view of an info file, with what can be told about each under RULES."""
     rules = get_rules(rules)
     rows = kart_rows(info["detections"][view_index])
+    boxes = tuple(tuple(float(c) * SCALE for c in r[2:6]) for r in rows)
     seen = []
     for r in rows:
         box = _picture_box(r, rules)
@@ -160,7 +162,7 @@ def read_view(info: dict, view_index: int, rules: Rules | str = "kit") -> View:
     else:  # the first of the boxes nearest to the picture's centre
         centre = (IMAGE_WIDTH / 2, IMAGE_HEIGHT / 2)
         ego = min(seen, key=lambda k: (k.cx - centre[0]) ** 2 + (k.cy - centre[1]) ** 2) if seen else None
-    return View(track=info["track"], ego=ego, others=[k for k in seen if k is not ego], rules=rules)
+    return View(track=info["track"], ego=ego, others=[k for k in seen if k is not ego], rules=rules, boxes=boxes)
 
 
 def view_questions(view: View) -> list[tuple[str, str, str]]:

@@ -38,6 +38,7 @@ from benchmarks.curves import RESULTS, run_peak_rss_mib
 
 KIT = Path(__file__).resolve().parents[1]
 # The reference settings on real frames: the one place that writes them.
+PRETRAIN_ARGS = ["--paste", "0.5"]  # the base's karts pasted onto other tracks: real train has one race per track
 VLM_ARGS = ["--max_steps", "3000", "--learning_rate", "1.5e-3", "--seed", "0"]
 CLIP_ARGS = ["--max_steps", "3000", "--seed", "0"]
 # What the course's students report for SmolVLM-256M fine-tuned for hours (valid_grader).
@@ -214,7 +215,8 @@ def main(data_dir: str, base_dir: str = "data/base_vlm_stk", vlm_dir: str = "run
         _recorded("pretrain base", steps, base / "pretrain_config.json", "seconds_this_run")
     else:
         _run("pretrain base", ["-m", "pretraining.base_vlm", "pretrain", "--split", "train", "--rules", "original",
-                               "--output_dir", str(base), "--run_dir", f"runs/pretrain_{base.name}", *common],
+                               "--output_dir", str(base), "--run_dir", f"runs/pretrain_{base.name}", *common,
+                               *PRETRAIN_ARGS],
              steps, log)
     for part, folder, module, args, key in (("vlm", vlm_dir, "homework.finetune", VLM_ARGS, "seconds"),
                                             ("clip", clip_dir, "homework.clip", CLIP_ARGS, "train_seconds")):

@@ -148,6 +148,51 @@ def test_map_loss_ignores_hidden_karts_and_is_zero_when_certain():
     assert float(pt.map_loss(shifted, target, offset)) == pytest.approx(0.25, rel=1e-4)
 
 
+def _view(track, boxes):
+    from generate_qa import View
+
+    return View(track=track, ego=None, others=[], boxes=tuple(boxes))
+
+
+def test_kart_mask_covers_every_box_widened_by_the_margin():
+    mask = pt.kart_mask(_view("abyss", [(10.2, 20.5, 30.0, 40.9), (148.0, 0.0, 150.0, 3.0)]), margin=2)
+    assert mask.shape == (100, 150)
+    assert mask[20 - 2:41 + 2, 10 - 2:30 + 2].all()  # floor/ceil of the box, then the margin
+    assert not mask[20 - 3, 15] and not mask[43, 15] and not mask[30, 10 - 3] and not mask[30, 32]
+    assert mask[0:5, 146:150].all()  # clipped at the picture's edge, not wrapped around
+    assert not mask[43:].any()
+
+
+def test_paste_backgrounds_takes_only_backgrounds_of_other_tracks_with_no_kart_left_in_sight():
+    big = (40.0, 40.0, 110.0, 95.0)
+    views = [_view("abyss", [big]),  # 0: the picture whose karts travel
+             _view("abyss", []),  # 1: same track: never a background
+             _view("lighthouse", [(0.0, 0.0, 20.0, 20.0)]),  # 2: its kart would stay in sight
+             _view("hacienda", [(50.0, 50.0, 90.0, 90.0)]),  # 3: its kart is under 0's box
+             _view("minigolf", [])]  # 4: no karts at all
+    chosen = set()
+    for step in range(200):
+        for i, b, mask in pt.paste_backgrounds(views, [0], np.random.default_rng([0, step]), probability=1.0):
+            assert i == 0 and b in (3, 4) and mask.sum() == pt.kart_mask(views[0]).sum()
+            chosen.add(b)
+    assert chosen == {3, 4}
+    assert pt.paste_backgrounds(views, [0], np.random.default_rng(0), probability=0.0) == []
+    a = pt.paste_backgrounds(views, [0, 0, 0], np.random.default_rng(5), probability=0.5)
+    b = pt.paste_backgrounds(views, [0, 0, 0], np.random.default_rng(5), probability=0.5)
+    assert [(i, j) for i, j, _ in a] == [(i, j) for i, j, _ in b]
+
+
+def test_pretrain_with_paste_runs_and_records_it(run_cli, kart_data, tmp_path):
+    r = run_cli("-m", "pretraining.base_vlm", "pretrain", "--output_dir", str(tmp_path / "p"), "--split", "tiny",
+                "--data_dir", str(kart_data), "--vision_steps", "2", "--max_steps", "1", "--batch_size", "4",
+                "--paste", "1.0", "--run_dir", str(tmp_path / "run"), "--threads", "1", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "p" / "pretrain_config.json").read_text())["paste"] == 1.0
+    r = run_cli("-m", "pretraining.base_vlm", "pretrain", "--output_dir", str(tmp_path / "q"), "--split", "tiny",
+                "--data_dir", str(kart_data), "--paste", "1.5")
+    assert r.returncode != 0 and "--paste" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_cli_help(run_cli):
     """The base's commands in their homes: pretraining (the kit's), test (the student's), throughput (a benchmark)."""
     pretrain = run_cli("-m", "pretraining.base_vlm", "pretrain", "--help").output
