@@ -36,7 +36,7 @@ BASES = {
     "tiny": (TINY_BASE_DIR, "python -m pretraining.base_vlm pretrain --vision_steps 10000 --max_steps 10000 --threads 2"),
     "tiny_stk": (KIT_ROOT / "data" / "base_vlm_stk",
                  "python -m pretraining.base_vlm pretrain --split train --data_dir DIR --rules original "
-                 "--paste 0.5 --output_dir data/base_vlm_stk --run_dir runs/pretrain_stk --threads 2"),
+                 "--output_dir data/base_vlm_stk --run_dir runs/pretrain_stk --threads 2"),
 }
 FINGERPRINT_FILE = "fingerprint.txt"
 
