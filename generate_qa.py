@@ -121,7 +121,7 @@ class View:
     ego: SeenKart | None
     others: list[SeenKart]  # every detected kart but the ego, tiny and hidden ones included
     rules: Rules = RULES["kit"]
-    boxes: tuple[tuple[float, float, float, float], ...] = ()  # every kart box (x0, y0, x1, y1), picture pixels, dropped ones too
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # every kart box (x0, y0, x1, y1) in picture pixels as RULES read them, dropped ones too
 
     def side(self, kart: SeenKart) -> str | None:
         """"left" or "right" where the kart is clearly to one side of the ego, else None."""
@@ -143,10 +143,9 @@ def read_view(info: dict, view_index: int, rules: Rules | str = "kit") -> View:
     """The karts of one view of an info file, with what can be told about each under RULES."""
     rules = get_rules(rules)
     rows = kart_rows(info["detections"][view_index])
-    boxes = tuple(tuple(float(c) * SCALE for c in r[2:6]) for r in rows)
+    boxes = tuple(_picture_box(r, rules) for r in rows)
     seen = []
-    for r in rows:
-        box = _picture_box(r, rules)
+    for r, box in zip(rows, boxes, strict=True):
         tiny = box[2] - box[0] < MIN_BOX or box[3] - box[1] < MIN_BOX
         if tiny and rules.drop_tiny:
             continue

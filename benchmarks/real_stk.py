@@ -233,7 +233,8 @@ def main(data_dir: str, base_dir: str = "data/base_vlm_stk", vlm_dir: str = "run
         else:
             _run(f"train {part}", ["-m", module, "train", "--base", base_name, "--output_dir", str(folder),
                                    *common, *args], steps, log)
-    results = {"data_dir": str(data), "base": base_name, "paste": paste, "vlm_checkpoint": str(vlm_dir),
+    made_with = json.loads((base / "pretrain_config.json").read_text()) if (base / "pretrain_config.json").is_file() else {}
+    results = {"data_dir": str(data), "base": base_name, "paste": made_with.get("paste", 0.0), "vlm_checkpoint": str(vlm_dir),
                "clip_checkpoint": str(clip_dir), "threads": threads, "steps": steps,
                "vlm": _score_vlm(Path(vlm_dir), data), "clip": _score_clip(Path(clip_dir), data),
                "students_smolvlm": STUDENTS_SMOLVLM}

@@ -222,22 +222,24 @@ PASTE_MARGIN = 2  # picture pixels around each kart box that travel with it
 PASTE_TRIES = 30  # backgrounds drawn for a picture before it is left as it is
 
 
+def _pixels(box, margin: int = 0) -> tuple[slice, slice]:
+    """The rows and columns of a picture that a box (x0, y0, x1, y1, picture pixels) touches, widened by MARGIN."""
+    x0, y0, x1, y1 = box
+    return (slice(max(0, math.floor(y0) - margin), max(0, math.ceil(y1) + margin)),
+            slice(max(0, math.floor(x0) - margin), max(0, math.ceil(x1) + margin)))
+
+
 def kart_mask(view, margin: int = PASTE_MARGIN) -> np.ndarray:
     """(H, W) bool, True on the view's kart boxes (every one, dropped ones too) widened by MARGIN pixels."""
     mask = np.zeros(IMAGE_SIZE, dtype=bool)
-    for x0, y0, x1, y1 in view.boxes:
-        mask[max(0, math.floor(y0) - margin):max(0, math.ceil(y1) + margin),
-             max(0, math.floor(x0) - margin):max(0, math.ceil(x1) + margin)] = True
+    for box in view.boxes:
+        mask[_pixels(box, margin)] = True
     return mask
 
 
 def _covers(mask: np.ndarray, boxes) -> bool:
     """Whether MASK is True over every one of BOXES (picture pixels)."""
-    for x0, y0, x1, y1 in boxes:
-        area = mask[max(0, math.floor(y0)):max(0, math.ceil(y1)), max(0, math.floor(x0)):max(0, math.ceil(x1))]
-        if area.size and not area.all():
-            return False
-    return True
+    return all(mask[_pixels(box)].all() for box in boxes)
 
 
 def paste_backgrounds(views: list, rows, rng: np.random.Generator, probability: float) -> list[tuple[int, int, np.ndarray]]:
@@ -354,7 +356,7 @@ def pretrain(
     facts = [view_facts(v) for v in plain_views]
     fact_targets = {name: torch.tensor([f[name] for f, _ in facts]) for name in FACT_CLASSES}  # (N,) each
     places = torch.tensor([p for _, p in facts])  # (N, karts, 2): each kart's side and depth class
-    maps = [view_map(v, model.vision.grid) for _, v in views]
+    maps = [view_map(v, model.vision.grid) for v in plain_views]
     map_targets = torch.from_numpy(np.stack([m for m, _ in maps]))  # (N, karts, h, w) int8
     map_offsets = torch.from_numpy(np.stack([o for _, o in maps]))  # (N, karts, 2)
     del maps
@@ -380,9 +382,12 @@ def pretrain(
         # The batch depends only on (seed, step): a resumed run repeats nothing and skips nothing.
         rows = np.random.default_rng([seed, 1, step]).choice(len(views), batch_size, replace=False)
         batch, targets = pictures.batch([paths[i] for i in rows]), {n: t[rows] for n, t in fact_targets.items()}
-        for i, b, mask in paste_backgrounds(plain_views, rows, np.random.default_rng([seed, 2, step]), paste) if paste else ():
-            batch[i] = torch.where(torch.from_numpy(mask), batch[i], pictures.batch([paths[b]])[0])
-            targets["track"][i] = fact_targets["track"][b]
+        pasted = paste_backgrounds(plain_views, rows, np.random.default_rng([seed, 2, step]), paste) if paste else []
+        if pasted:
+            backgrounds = pictures.batch([paths[b] for _, b, _ in pasted])
+            for (i, b, mask), background in zip(pasted, backgrounds, strict=True):
+                batch[i] = torch.where(torch.from_numpy(mask), batch[i], background)
+                targets["track"][i] = fact_targets["track"][b]
         tokens = model.vision(batch)
         logits, place_logits = head(tokens)
         loss = facts_loss(logits, place_logits, targets, places[rows])
