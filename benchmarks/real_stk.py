@@ -189,8 +189,8 @@ def main(data_dir: str, base_dir: str = "data/base_vlm_stk", vlm_dir: str = "run
         threads: torch CPU threads of every step.
         name: the results' file name in benchmarks/results/.
         grade: also grade both models as a submission, on valid_grader (`python -m grader --kart_data`).
-        paste: the base's `--paste` (0: off, as the committed tiny_stk was made); only used when
-            the base is made here.
+        paste: the base's `--paste`, used only when the base is made here; 0, the default, is how
+            the committed tiny_stk was made.
     """
     from homework.base_vlm import BASES
     from homework.cli_checks import check_bool, check_number

@@ -311,8 +311,8 @@ def pretrain(
         rules: the labelling rules the statements follow ("kit" or "original", see generate_qa.py);
             they come from the info files alone, so a split of real recordings works as it is.
         paste: the fraction of stage 1's pictures whose karts are pasted onto a picture of another
-            track, labelled with that track (0: off). For recordings of one race per track, where
-            the track gives away the karts; the rendered world draws its karts at random.
+            track, labelled with that track; 0 turns it off. For recordings of one race per track,
+            where the track gives away the karts (the rendered world draws its karts at random).
         run_dir: where resumable states are kept.
         resume: continue from RUN_DIR's states if their settings match.
         overwrite: replace an existing OUTPUT_DIR.
