@@ -131,3 +131,38 @@ def test_shapes_times_table_and_its_commands(tmp_path):
     assert [args[1] for _, args in commands] == ["worlds", "homework.fusion", "homework.cilp", "homework.cilp",
                                                  "homework.cilp", "pytest"]
     assert all(str(tmp_path) in " ".join(args) for _, args in commands[:5])  # nothing of the user's is written
+
+
+def test_tower_probe_scores_a_runs_stage_one_heads(kart_data, tmp_path):
+    """The probe reads a pretraining run's vision.pt and scores its facts head on a split: every
+    known fact counted once per view, the count's confusion adding up to its accuracy."""
+    import torch
+
+    from benchmarks import tower_probe
+    from homework.modeling_kart_vlm import KartVLMForConditionalGeneration, build_tokenizer, tiny_config
+    from homework.run_state import save_state
+    from pretraining.base_vlm import FactsHead, KartMapHead
+    from worlds.kart import KARTS
+
+    with pytest.raises(SystemExit, match="vision.pt does not exist; pass the --run_dir"):
+        tower_probe.main(run_dir=str(tmp_path / "none"), data_dir=str(kart_data), output_dir=str(tmp_path))
+    torch.manual_seed(0)
+    model = KartVLMForConditionalGeneration(tiny_config(len(build_tokenizer())))
+    channels = model.config.vision_channels[-1]
+    head = FactsHead(model.num_image_tokens, channels, len(KARTS))
+    save_state(tmp_path / "run" / "vision.pt", {"rules": "kit"}, vision=model.vision.state_dict(), head=head.state_dict(),
+               map_head=KartMapHead(channels, len(KARTS)).state_dict(), step=3, losses=[])
+    tower_probe.main(run_dir=str(tmp_path / "run"), splits="tiny", data_dir=str(kart_data), num_views=10,
+                     output_dir=str(tmp_path), name="probe")
+    results = json.loads((tmp_path / "probe.json").read_text())
+    tiny = results["splits"]["tiny"]
+    assert results["step"] == 3 and tiny["views"] == 10
+    assert tiny["counts"]["track"] == 10 and 0 <= tiny["accuracy"]["ego"] <= 1 and tiny["counts"]["side"] > 0
+    confusion = tiny["count_confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == tiny["counts"]["karts"]
+    diagonal = sum(row.get(true, 0) for true, row in confusion.items())
+    assert tiny["accuracy"]["karts"] == round(diagonal / tiny["counts"]["karts"], 4)
+    assert (tmp_path / "probe.png").stat().st_size > 0 and "| karts |" in (tmp_path / "probe.md").read_text()
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        tower_probe.main(run_dir=str(tmp_path / "run"), splits="tiny", data_dir=str(kart_data), output_dir=str(tmp_path),
+                         name="probe")

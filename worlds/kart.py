@@ -165,7 +165,7 @@ def check_info(info: dict, where: str | Path) -> None:
 
 
 SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000, "pretrain": 4000}  # each known split has its own seed
-DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8, "pretrain": 3000}
+DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8, "pretrain": 10000}
 
 # ----------------------------------------------------------------------------------------
 # Geometry. Boxes are in the real data's 600x400 coordinates; pictures are 150x100 JPEGs.
@@ -616,7 +616,8 @@ def generate(
 
     Args:
         split: split name; its files go to DATA_DIR/SPLIT.
-        num_frames: race moments to render (default: 2000 for train, 200 for valid, 8 for train_demo, else 200).
+        num_frames: race moments to render (default: 2000 for train, 200 for valid, 8 for train_demo,
+            10000 for pretrain, else 200).
         seed: world seed (default: the split's own seed, see SPLIT_SEEDS).
         data_dir: root folder of the data.
         num_views: views per frame, one per followed kart (the real recordings have 10).
