@@ -166,6 +166,7 @@ def check_info(info: dict, where: str | Path) -> None:
 
 SPLIT_SEEDS = {"train": 1000, "valid": 2000, "train_demo": 3000, "pretrain": 4000}  # each known split has its own seed
 DEFAULT_NUM_FRAMES = {"train": 2000, "valid": 200, "train_demo": 8, "pretrain": 10000}
+OTHER_SPLIT_FRAMES = 200  # the default for a split of any other name
 
 # ----------------------------------------------------------------------------------------
 # Geometry. Boxes are in the real data's 600x400 coordinates; pictures are 150x100 JPEGs.
@@ -616,8 +617,7 @@ def generate(
 
     Args:
         split: split name; its files go to DATA_DIR/SPLIT.
-        num_frames: race moments to render (default: 2000 for train, 200 for valid, 8 for train_demo,
-            10000 for pretrain, else 200).
+        num_frames: race moments to render (default: {frames}).
         seed: world seed (default: the split's own seed, see SPLIT_SEEDS).
         data_dir: root folder of the data.
         num_views: views per frame, one per followed kart (the real recordings have 10).
@@ -626,7 +626,7 @@ def generate(
     """
     split, data_dir = check_split_name(str(split)), str(data_dir)
     if num_frames is None:
-        num_frames = DEFAULT_NUM_FRAMES.get(split, 200)
+        num_frames = DEFAULT_NUM_FRAMES.get(split, OTHER_SPLIT_FRAMES)
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
         raise SystemExit(f"error: --num_frames must be a positive integer, got {num_frames!r}")
     if not isinstance(num_views, int) or not 1 <= num_views <= len(KARTS):
@@ -660,6 +660,11 @@ def generate(
     bar.close()
     print(f"wrote {num_frames} frames x {num_views} views to {out} (seed {seed})")
 
+
+
+# The help's defaults, from the one table above (each written as "N for SPLIT").
+generate.__doc__ = generate.__doc__.replace("{frames}", ", ".join(
+    [f"{n} for {split}" for split, n in DEFAULT_NUM_FRAMES.items()] + [f"else {OTHER_SPLIT_FRAMES}"]))
 
 def draw_boxes(image: Image.Image, rows: list[list], names: list[str], ego_id: int | None = None, scale: int = 4) -> Image.Image:
     """The picture enlarged `scale` times, with its boxes and kart names (the ego in red)."""
